@@ -1,0 +1,63 @@
+"""The `fedsim` command: run a configured simulation, or report on a run directory."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from fedsim.config import ConfigError, load_config
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fedsim", description="Federated learning across simulated hospitals, on Ray.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run a simulation and write a run directory")
+    run.add_argument("config", nargs="?", help="YAML config (omit for the embedded quickstart defaults)")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a setting, e.g. --set data.hospitals=50 (repeatable)")
+    run.add_argument("--out", help="run directory to create (default runs/<config>-<time>)")
+    run.add_argument("--quiet", action="store_true", help="no progress bar and no table")
+    report = commands.add_parser("report", help="print the results table of a run directory")
+    report.add_argument("run_dir")
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    from fedsim.report import render_report
+    from fedsim.simulation import Simulation, default_run_dir
+
+    config = load_config(args.config, args.overrides)
+    out = Path(args.out) if args.out else default_run_dir(args.config)
+    Simulation(config, out, quiet=args.quiet).run()
+    if not args.quiet:
+        print(render_report(out))
+    else:
+        print(out)
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from fedsim.report import render_report
+
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise ConfigError(f"{run_dir}: not a run directory (expected config.yaml inside)")
+    print(render_report(run_dir))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from fedsim.data.errors import DataError
+    from fedsim.engine.cluster import ClusterError
+
+    args = _parser().parse_args(argv)
+    try:
+        return _run(args) if args.command == "run" else _report(args)
+    except (ConfigError, DataError, ClusterError) as error:
+        print(f"fedsim: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""A dataset cut into hospitals: the data side of an image-classification federation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pyarrow as pa
+
+from fedsim.config import (
+    ConfigError,
+    DataConfig,
+    DirichletPartition,
+    IIDPartition,
+    ISIC2018Source,
+    MedMNISTSource,
+    MessidorSource,
+    QuantityPartition,
+    ShardPartition,
+    SyntheticSource,
+)
+from fedsim.data.arrays import ImageDataset
+from fedsim.data.isic import load_isic2018
+from fedsim.data.medmnist import load_medmnist
+from fedsim.data.messidor import load_messidor
+from fedsim.data.partition import (
+    partition_dirichlet,
+    partition_iid,
+    partition_quantity,
+    partition_shards,
+    partition_stats,
+    split_local_test,
+)
+from fedsim.data.scanner import apply_scanner, draw_scanner_profiles
+from fedsim.data.synthetic import make_synthetic
+from fedsim.seeding import Stream, seed_for
+
+Split = Literal["train", "test"]
+_SPLIT_KEY = {"train": 0, "test": 1}
+
+
+@dataclass(frozen=True)
+class Federation:
+    """Which training images each hospital holds, its own test split, and its scanner profile.
+
+    Hospitals hold index arrays into one shared dataset, so the images go into Ray's object store
+    once and every worker reads them without copies. The global test set is the dataset's official
+    test split, without scanner shift (a neutral reference scanner).
+    """
+
+    dataset: ImageDataset
+    train_parts: tuple[np.ndarray, ...]
+    test_parts: tuple[np.ndarray, ...]
+    scanner_profiles: np.ndarray  # (hospitals, 4); identity rows when there is no feature shift
+    seed: int
+
+    @property
+    def num_hospitals(self) -> int:
+        return len(self.train_parts)
+
+    def hospital_arrays(self, hospital: int, split: Split) -> tuple[np.ndarray, np.ndarray]:
+        """A hospital's images as float32 in [0, 1] (as its scanner sees them) and labels."""
+        indices = (self.train_parts if split == "train" else self.test_parts)[hospital]
+        images = self.dataset.train.images[indices].astype(np.float32) / 255.0
+        profile = self.scanner_profiles[hospital]
+        if not _is_identity(profile):
+            images = apply_scanner(images, profile, seed_for(self.seed, Stream.SCANNER, hospital, _SPLIT_KEY[split]))
+        return images, self.dataset.train.labels[indices]
+
+    def global_test_arrays(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        test = self.dataset.test
+        return test.images[start:stop].astype(np.float32) / 255.0, test.labels[start:stop]
+
+    def statistics(self) -> pa.Table:
+        labels = self.dataset.train.labels
+        return partition_stats(labels, list(self.train_parts), list(self.test_parts), self.dataset.num_classes)
+
+
+def _is_identity(profile: np.ndarray) -> bool:
+    return bool(profile[0] == 1 and profile[1] == 0 and profile[2] == 0 and profile[3] == 0)
+
+
+def load_dataset(config: DataConfig, seed: int) -> ImageDataset:
+    source = config.source
+    if isinstance(source, SyntheticSource):
+        return make_synthetic(
+            num_classes=source.classes,
+            train_samples=source.train_samples,
+            test_samples=source.test_samples,
+            image_size=source.image_size,
+            channels=source.channels,
+            seed=seed_for(seed, Stream.DATASET),
+        )
+    if isinstance(source, MedMNISTSource):
+        return load_medmnist(source.path)
+    if isinstance(source, ISIC2018Source):
+        return load_isic2018(source.root, image_size=source.image_size, seed=seed_for(seed, Stream.DATASET))
+    if isinstance(source, MessidorSource):
+        return load_messidor(source.root, image_size=source.image_size, seed=seed_for(seed, Stream.DATASET))
+    raise ConfigError(f"data.source.kind: unsupported source {source!r}")
+
+
+def partition_labels(config: DataConfig, labels: np.ndarray, seed: int) -> list[np.ndarray]:
+    scheme, hospitals = config.partition, config.hospitals
+    partition_seed = seed_for(seed, Stream.PARTITION)
+    if isinstance(scheme, IIDPartition):
+        return partition_iid(labels, hospitals, partition_seed)
+    if isinstance(scheme, DirichletPartition):
+        return partition_dirichlet(labels, hospitals, scheme.alpha, scheme.min_samples, partition_seed)
+    if isinstance(scheme, ShardPartition):
+        return partition_shards(labels, hospitals, scheme.eta, scheme.shards_per_class, partition_seed)
+    if isinstance(scheme, QuantityPartition):
+        return partition_quantity(labels, hospitals, scheme.sigma, scheme.min_samples, partition_seed)
+    raise ConfigError(f"data.partition.scheme: unsupported scheme {scheme!r}")
+
+
+def build_federation(config: DataConfig, seed: int) -> Federation:
+    """Load the source, cut its training split into hospitals and give each a local test split."""
+    dataset = load_dataset(config, seed)
+    available = len(dataset.train)
+    if config.hospitals > available:
+        raise ConfigError(
+            f"data.hospitals: expected at most the {available} training samples of {dataset.name}, got {config.hospitals}"
+        )
+    parts = partition_labels(config, dataset.train.labels, seed)
+    train_parts, test_parts = [], []
+    for hospital, indices in enumerate(parts):
+        train, test = split_local_test(
+            indices, config.local_test_fraction, seed_for(seed, Stream.PARTITION, 1, hospital)
+        )
+        train_parts.append(train)
+        test_parts.append(test)
+    profiles = draw_scanner_profiles(config.hospitals, config.scanner_shift, seed_for(seed, Stream.SCANNER))
+    return Federation(dataset, tuple(train_parts), tuple(test_parts), profiles, seed)

@@ -1,0 +1,58 @@
+"""Connecting to Ray: an in-process local cluster by default, an existing one via RAY_ADDRESS."""
+
+from __future__ import annotations
+
+import math
+import os
+from contextlib import contextmanager
+from typing import Iterator
+
+import ray
+
+from fedsim.config import EngineConfig
+
+
+class ClusterError(RuntimeError):
+    """The cluster cannot host the requested workers (said in one line, before anything waits)."""
+
+
+def check_resources(engine: EngineConfig, num_workers: int) -> None:
+    """Fail fast where Ray would leave actors pending forever (e.g. GPUs on a GPU-less cluster)."""
+    total = ray.cluster_resources()
+    gpus_needed = num_workers * engine.num_gpus
+    if gpus_needed > 0 and total.get("GPU", 0) == 0:
+        raise ClusterError(
+            f"engine.num_gpus: each worker asks for {engine.num_gpus} GPU but the Ray cluster has no GPUs; "
+            "set engine.num_gpus: 0 or submit to a cluster with GPU nodes"
+        )
+    if gpus_needed > total.get("GPU", 0) + 1e-9:
+        raise ClusterError(
+            f"engine.num_gpus: {num_workers} workers x {engine.num_gpus} GPU = {gpus_needed:g} GPUs, "
+            f"but the cluster has {total.get('GPU', 0):g}; lower engine.workers or engine.num_gpus"
+        )
+    cpus_needed = num_workers * engine.num_cpus
+    if cpus_needed > total.get("CPU", 0) + 1e-9:
+        raise ClusterError(
+            f"engine.num_cpus: {num_workers} workers x {engine.num_cpus} CPU = {cpus_needed:g} CPUs, "
+            f"but the cluster has {total.get('CPU', 0):g}; lower engine.workers or engine.num_cpus"
+        )
+
+
+@contextmanager
+def ray_session(engine: EngineConfig, num_workers: int) -> Iterator[None]:
+    """Use the running Ray, else join RAY_ADDRESS (as under `ray job submit`), else start a local
+    cluster sized for the pool; shut down only what was started here."""
+    started = False
+    if not ray.is_initialized():
+        if os.environ.get("RAY_ADDRESS"):
+            ray.init(logging_level="WARNING")
+        else:
+            cpus = max(os.cpu_count() or 1, math.ceil(num_workers * engine.num_cpus))
+            ray.init(num_cpus=cpus, include_dashboard=False, logging_level="WARNING")
+        started = True
+    try:
+        check_resources(engine, num_workers)
+        yield
+    finally:
+        if started:
+            ray.shutdown()

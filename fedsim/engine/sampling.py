@@ -1,0 +1,32 @@
+"""Which hospitals train each round, and which worker runs each of them."""
+
+from __future__ import annotations
+
+import heapq
+
+import numpy as np
+
+from fedsim.seeding import Stream, rng_for
+
+
+def sample_hospitals(run_seed: int, round_index: int, num_hospitals: int, per_round: int) -> np.ndarray:
+    """Sorted ids of the hospitals taking part in `round_index` (seeded by run seed and round)."""
+    if per_round >= num_hospitals:
+        return np.arange(num_hospitals)
+    chosen = rng_for(run_seed, Stream.SAMPLING, round_index).choice(num_hospitals, size=per_round, replace=False)
+    return np.sort(chosen)
+
+
+def balance(costs: np.ndarray, num_workers: int) -> list[list[int]]:
+    """Greedy longest-processing-time assignment of items (by cost) to workers.
+
+    Returns, per worker, positions into `costs` in ascending order. Ties break by position and
+    worker index, so the plan is deterministic (results never depend on it anyway).
+    """
+    loads = [(0.0, worker) for worker in range(num_workers)]
+    plan: list[list[int]] = [[] for _ in range(num_workers)]
+    for position in sorted(range(len(costs)), key=lambda i: (-float(costs[i]), i)):
+        load, worker = heapq.heappop(loads)
+        plan[worker].append(position)
+        heapq.heappush(loads, (load + float(costs[position]), worker))
+    return [sorted(items) for items in plan]

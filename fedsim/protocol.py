@@ -1,0 +1,61 @@
+"""The messages exchanged in a round: what a hospital is told, and what it sends back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+from fedsim.params import Params
+
+
+@dataclass(frozen=True)
+class Instruction:
+    """What the strategy tells one sampled hospital this round.
+
+    `weight` is the hospital's share of the aggregate, fixed before training so that workers can
+    sum weighted contributions; `settings` are per-hospital knobs the task reads (local epochs,
+    FedProx's mu, ...), absent keys meaning the task's configured default.
+    """
+
+    hospital: int
+    weight: float
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class LocalResult:
+    """One hospital's local training outcome, produced by a Task on a worker."""
+
+    params: Params
+    num_samples: int
+    steps: int
+    metrics: dict[str, float]
+    state: Any = None  # per-hospital state to keep until this hospital's next round
+
+
+@dataclass(frozen=True)
+class ClientReport:
+    """The small, loggable part of a hospital's round (one row of clients.parquet)."""
+
+    hospital: int
+    num_samples: int
+    steps: int
+    weight: float
+    seconds: float
+    upload_bytes: int
+    metrics: Mapping[str, float]
+
+
+@dataclass
+class Aggregate:
+    """What reaches the strategy's aggregate step.
+
+    Strategies that aggregate on workers get `total`, the exact sum of all contributions;
+    the others get `each`, one contribution per hospital in `instructions` order.
+    """
+
+    instructions: list[Instruction]
+    total: dict[str, np.ndarray] | None = None
+    each: list[dict[str, np.ndarray]] | None = None

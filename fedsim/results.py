@@ -1,0 +1,67 @@
+"""A run directory: the resolved config and append-only Parquet tables.
+
+Each table is a directory of Parquet parts, one part per round, each written to a hidden temporary
+file and renamed into place. A crash therefore never leaves a half-written file that readers would
+see, every finished round stays readable, and `pyarrow.parquet.read_table(run / "rounds.parquet")`
+(or `pyarrow.dataset`) reads the whole table in one call.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from fedsim.config import Config, ConfigError, dump_config, load_config
+
+ROUNDS = "rounds"
+CLIENTS = "clients"
+HOSPITAL_EVAL = "hospital_eval"
+PARTITION = "partition"
+
+
+class RunDirectory:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    @classmethod
+    def create(cls, path: str | Path, config: Config) -> "RunDirectory":
+        """Start a new run directory; refuses one that already holds results (nothing is lost)."""
+        run = cls(path)
+        if run.path.exists() and any(run.path.iterdir()):
+            raise ConfigError(f"--out {run.path}: directory already holds a run; choose a new one")
+        run.path.mkdir(parents=True, exist_ok=True)
+        (run.path / "config.yaml").write_text(dump_config(config))
+        return run
+
+    def config(self) -> Config:
+        return load_config(self.path / "config.yaml")
+
+    def table_path(self, name: str) -> Path:
+        return self.path / f"{name}.parquet"
+
+    def write_table(self, name: str, table: pa.Table) -> None:
+        """Write a one-off table (e.g. partition statistics) as a single part."""
+        self._write_part(name, 0, table)
+
+    def append(self, name: str, part: int, rows: Iterable[Mapping[str, Any]]) -> None:
+        rows = list(rows)
+        if rows:
+            self._write_part(name, part, pa.Table.from_pylist(rows))
+
+    def _write_part(self, name: str, part: int, table: pa.Table) -> None:
+        folder = self.table_path(name)
+        folder.mkdir(exist_ok=True)
+        final = folder / f"part-{part:06d}.parquet"
+        temporary = folder / f".part-{part:06d}.parquet.tmp"
+        pq.write_table(table, temporary)
+        os.replace(temporary, final)
+
+    def read(self, name: str) -> pa.Table:
+        folder = self.table_path(name)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder}: no such table in this run directory")
+        return pq.read_table(folder)

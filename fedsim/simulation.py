@@ -1,0 +1,159 @@
+"""The driver: rounds, progress and results files. Ray is used here and in fedsim.engine only."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+from tqdm import tqdm
+
+from fedsim.config import Config
+from fedsim.engine.cluster import ray_session
+from fedsim.engine.pool import WorkerPool
+from fedsim.engine.sampling import sample_hospitals
+from fedsim.engine.server import ServerCore
+from fedsim.metrics import worst_decile_mean
+from fedsim.params import params_nbytes
+from fedsim.protocol import ClientReport
+from fedsim.results import CLIENTS, HOSPITAL_EVAL, PARTITION, ROUNDS, RunDirectory
+from fedsim.seeding import Stream, seed_for
+from fedsim.strategies import build_strategy
+from fedsim.tasks.base import Task
+from fedsim.tasks.factory import build_task
+
+_ServerActor = ray.remote(ServerCore)
+NAN = float("nan")
+
+
+@dataclass(frozen=True)
+class RoundSummary:
+    round: int
+    seconds: float
+    accuracy: float
+
+
+class Simulation:
+    """Runs one configured federation and writes its run directory round by round."""
+
+    def __init__(self, config: Config, out: str | Path, quiet: bool = False) -> None:
+        self.config = config
+        self.quiet = quiet
+        self.task: Task = build_task(config)  # data errors surface here, before Ray starts
+        self.run_dir = RunDirectory.create(out, config)
+        partition = self.task.partition_table()
+        if partition is not None:
+            self.run_dir.write_table(PARTITION, partition)
+
+    def run(self) -> list[RoundSummary]:
+        config = self.config
+        with ray_session(config.engine, config.num_workers()):
+            return self._rounds()
+
+    def _rounds(self) -> list[RoundSummary]:
+        config, task = self.config, self.task
+        strategy = build_strategy(config)
+        initial = task.initial_params(seed_for(config.seed, Stream.MODEL_INIT))
+        model_bytes = params_nbytes(initial)
+        pool = WorkerPool(
+            ray.put(task),
+            strategy,
+            size=config.num_workers(),
+            num_cpus=config.engine.num_cpus,
+            num_gpus=config.engine.num_gpus,
+            keeps_hospital_state=task.keeps_hospital_state,
+        )
+        server = _ServerActor.options(num_cpus=0).remote(strategy, initial)
+        global_ref = ray.put(initial)
+        sizes = task.hospital_sizes()
+        all_hospitals = list(range(task.num_hospitals))
+        per_round = config.clients_per_round()
+        summaries: list[RoundSummary] = []
+        progress = tqdm(total=config.rounds, desc="rounds", unit="round", disable=self.quiet, dynamic_ncols=True)
+        try:
+            for round_index in range(1, config.rounds + 1):
+                started = time.perf_counter()
+                sampled = sample_hospitals(config.seed, round_index, task.num_hospitals, per_round)
+                instructions = ray.get(server.configure.remote(round_index, sampled.tolist(), sizes[sampled]))
+                costs = np.array([sizes[i.hospital] * i.settings.get("epochs", config.train.epochs) for i in instructions])
+                partial_refs, reports = pool.train(round_index, config.seed, global_ref, instructions, costs)
+                global_ref, metrics_ref = server.aggregate.options(num_returns=2).remote(
+                    round_index, instructions, *partial_refs
+                )
+                strategy_metrics = ray.get(metrics_ref)
+                evaluated = round_index % config.eval.every == 0 or round_index == config.rounds
+                if evaluated:
+                    per_hospital, outputs = pool.evaluate(global_ref, all_hospitals, task.global_eval_units())
+                    global_metrics = task.global_metrics(outputs)
+                else:
+                    per_hospital, global_metrics = {}, {}
+                seconds = time.perf_counter() - started
+                self._write_round(round_index, seconds, reports, per_hospital, global_metrics, strategy_metrics, model_bytes)
+                accuracy = global_metrics.get("accuracy", NAN)
+                summaries.append(RoundSummary(round_index, seconds, accuracy))
+                progress.set_postfix(accuracy=f"{accuracy:.3f}" if evaluated else "-")
+                progress.update()
+        finally:
+            progress.close()
+            pool.shutdown()
+            ray.kill(server)
+        return summaries
+
+    def _write_round(
+        self,
+        round_index: int,
+        seconds: float,
+        reports: list[ClientReport],
+        per_hospital: dict[int, dict[str, float]],
+        global_metrics: dict[str, float],
+        strategy_metrics: dict[str, float],
+        model_bytes: int,
+    ) -> None:
+        """Append this round's rows: hospitals first, then the round row that marks it complete."""
+        self.run_dir.append(CLIENTS, round_index, (_client_row(round_index, report) for report in reports))
+        self.run_dir.append(
+            HOSPITAL_EVAL,
+            round_index,
+            ({"round": round_index, "hospital": h, **scores} for h, scores in sorted(per_hospital.items())),
+        )
+        accuracies = np.array([scores["accuracy"] for scores in per_hospital.values()], dtype=np.float64)
+        has_scores = accuracies.size and not np.all(np.isnan(accuracies))
+        row: dict[str, Any] = {
+            "round": round_index,
+            "seconds": seconds,
+            "hospitals": len(reports),
+            "global_loss": global_metrics.get("loss", NAN),
+            "global_accuracy": global_metrics.get("accuracy", NAN),
+            "global_balanced_accuracy": global_metrics.get("balanced_accuracy", NAN),
+            "global_macro_auc": global_metrics.get("macro_auc", NAN),
+            "hospital_accuracy_mean": float(np.nanmean(accuracies)) if has_scores else NAN,
+            "hospital_accuracy_std": float(np.nanstd(accuracies)) if has_scores else NAN,
+            "hospital_accuracy_worst10": worst_decile_mean(accuracies) if has_scores else NAN,
+            "bytes_sent": model_bytes * len(reports),
+            "bytes_received": sum(report.upload_bytes for report in reports),
+        }
+        row.update({f"strategy_{name}": float(value) for name, value in strategy_metrics.items()})
+        self.run_dir.append(ROUNDS, round_index, [row])
+
+
+def _client_row(round_index: int, report: ClientReport) -> dict[str, Any]:
+    return {
+        "round": round_index,
+        "hospital": report.hospital,
+        "samples": report.num_samples,
+        "steps": report.steps,
+        "weight": report.weight,
+        "seconds": report.seconds,
+        "upload_bytes": report.upload_bytes,
+        **{name: float(value) for name, value in report.metrics.items()},
+    }
+
+
+def default_run_dir(config_path: str | Path | None) -> Path:
+    stem = Path(config_path).stem if config_path else "default"
+    return Path("runs") / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+

@@ -1,0 +1,1 @@
+"""Tasks: how one hospital trains and evaluates (fedsim.tasks.base.Task)."""

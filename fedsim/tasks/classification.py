@@ -1,0 +1,149 @@
+"""Supervised image classification at each hospital: local SGD, local and global evaluation."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from fedsim.config import TrainConfig
+from fedsim.data.federation import Federation
+from fedsim.metrics import accuracy, balanced_accuracy, cross_entropy, macro_auc
+from fedsim.models import build_model
+from fedsim.params import Params, load_params, params_of
+from fedsim.protocol import Instruction, LocalResult
+from fedsim.tasks.base import Task
+
+
+class ClassificationTask(Task):
+    """One hospital's work: `epochs` of mini-batch SGD on its own images, shuffled by its seed.
+
+    Instruction settings it reads: `epochs` (local epochs this round). The locally trained model
+    is also scored on the hospital's own test split ("local_accuracy" in clients.parquet).
+    """
+
+    def __init__(self, federation: Federation, model_name: str, train: TrainConfig, eval_batch_size: int) -> None:
+        self.federation = federation
+        self.model_name = model_name
+        self.train_config = train
+        self.eval_batch_size = eval_batch_size
+        self._device = torch.device("cpu")
+        self._model: nn.Module | None = None  # built lazily on each worker, never pickled
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_model"] = None
+        state["_device"] = "cpu"
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._device = torch.device(state["_device"])
+
+    # ----- shape of the federation ---------------------------------------------------------
+    @property
+    def num_hospitals(self) -> int:
+        return self.federation.num_hospitals
+
+    def hospital_sizes(self) -> np.ndarray:
+        return np.array([len(part) for part in self.federation.train_parts], dtype=np.int64)
+
+    def partition_table(self) -> pa.Table:
+        return self.federation.statistics()
+
+    def use_device(self, device: str) -> None:
+        self._device = torch.device(device)
+        self._model = None
+
+    def _new_model(self) -> nn.Module:
+        dataset = self.federation.dataset
+        return build_model(self.model_name, dataset.channels, dataset.num_classes)
+
+    def _model_with(self, params: Params) -> nn.Module:
+        if self._model is None:
+            self._model = self._new_model().to(self._device)
+        load_params(self._model, params)
+        return self._model
+
+    def initial_params(self, seed: int) -> Params:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return params_of(self._new_model())
+
+    def _tensors(self, hospital: int, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        images, labels = self.federation.hospital_arrays(hospital, split)  # type: ignore[arg-type]
+        return torch.from_numpy(images).to(self._device), torch.from_numpy(labels).to(self._device)
+
+    # ----- local work ----------------------------------------------------------------------
+    def train(self, hospital: int, params: Params, instruction: Instruction, state: Any, seed: int) -> LocalResult:
+        config = self.train_config
+        epochs = int(instruction.settings.get("epochs", config.epochs))
+        images, labels = self._tensors(hospital, "train")
+        model = self._model_with(params)
+        model.train()
+        optimizer = torch.optim.SGD(
+            model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+        )
+        generator = torch.Generator().manual_seed(seed)
+        count = len(labels)
+        loss_sum, steps = 0.0, 0
+        for _ in range(epochs):
+            order = torch.randperm(count, generator=generator).to(self._device)
+            for start in range(0, count, config.batch_size):
+                batch = order[start : start + config.batch_size]
+                loss = F.cross_entropy(model(images[batch]), labels[batch])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                loss_sum += float(loss) * len(batch)
+                steps += 1
+        local = self._score(model, *self._tensors(hospital, "test"))
+        metrics = {"train_loss": loss_sum / (count * epochs), "local_accuracy": local["accuracy"]}
+        return LocalResult(params_of(model), count, steps, metrics)
+
+    def evaluate_hospital(self, hospital: int, params: Params, state: Any) -> dict[str, float]:
+        return self._score(self._model_with(params), *self._tensors(hospital, "test"))
+
+    @torch.no_grad()
+    def _probabilities(self, model: nn.Module, images: torch.Tensor) -> np.ndarray:
+        model.eval()
+        chunks = [
+            F.softmax(model(images[start : start + self.eval_batch_size]), dim=1)
+            for start in range(0, len(images), self.eval_batch_size)
+        ]
+        if not chunks:
+            return np.zeros((0, self.federation.dataset.num_classes), dtype=np.float32)
+        return torch.cat(chunks).float().cpu().numpy()
+
+    def _score(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+        probabilities = self._probabilities(model, images)
+        truth = labels.cpu().numpy()
+        return {
+            "accuracy": accuracy(truth, probabilities.argmax(axis=1)),
+            "loss": cross_entropy(truth, probabilities),
+        }
+
+    # ----- global evaluation ---------------------------------------------------------------
+    def global_eval_units(self) -> int:
+        return math.ceil(len(self.federation.dataset.test) / self.eval_batch_size)
+
+    def evaluate_unit(self, unit: int, params: Params) -> np.ndarray:
+        start = unit * self.eval_batch_size
+        images, _ = self.federation.global_test_arrays(start, start + self.eval_batch_size)
+        return self._probabilities(self._model_with(params), torch.from_numpy(images).to(self._device))
+
+    def global_metrics(self, outputs: list[np.ndarray]) -> dict[str, float]:
+        probabilities = np.concatenate(outputs)
+        labels = self.federation.dataset.test.labels
+        predictions = probabilities.argmax(axis=1)
+        return {
+            "loss": cross_entropy(labels, probabilities),
+            "accuracy": accuracy(labels, predictions),
+            "balanced_accuracy": balanced_accuracy(labels, predictions),
+            "macro_auc": macro_auc(labels, probabilities),
+        }

@@ -1,0 +1,58 @@
+"""A tiny numpy-only task for engine tests: each hospital pulls a vector towards its own target.
+
+Small enough to compute by hand, stateful (counts each hospital's rounds) so the engine's
+hospital-state bookkeeping can be checked, and random (seeded noise) so seed streams matter.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from fedsim.params import Params
+from fedsim.protocol import Instruction, LocalResult
+from fedsim.tasks.base import Task
+
+
+class ToyTask(Task):
+    keeps_hospital_state = True
+
+    def __init__(self, num_hospitals: int = 6, dim: int = 5, noise: float = 0.01) -> None:
+        rng = np.random.default_rng(123)
+        self.targets = rng.normal(size=(num_hospitals, dim)).astype(np.float32)
+        self.sizes = rng.integers(5, 50, size=num_hospitals)
+        self.noise = noise
+
+    @property
+    def num_hospitals(self) -> int:
+        return len(self.targets)
+
+    def hospital_sizes(self) -> np.ndarray:
+        return self.sizes
+
+    def initial_params(self, seed: int) -> Params:
+        return {"w": np.zeros(self.targets.shape[1], dtype=np.float32), "count": np.zeros((), dtype=np.int64)}
+
+    def local_update(self, hospital: int, w: np.ndarray, seed: int) -> np.ndarray:
+        jitter = np.random.default_rng(seed).normal(scale=self.noise, size=w.shape)
+        return (w + 0.5 * (self.targets[hospital] - w) + jitter).astype(np.float32)
+
+    def train(self, hospital: int, params: Params, instruction: Instruction, state: Any, seed: int) -> LocalResult:
+        times_trained = (state or 0) + 1
+        w = self.local_update(hospital, params["w"], seed)
+        metrics = {"times_trained": float(times_trained)}
+        return LocalResult({"w": w, "count": params["count"]}, int(self.sizes[hospital]), 1, metrics, times_trained)
+
+    def evaluate_hospital(self, hospital: int, params: Params, state: Any) -> dict[str, float]:
+        distance = float(np.linalg.norm(params["w"] - self.targets[hospital]))
+        return {"accuracy": 1.0 / (1.0 + distance), "times_trained": float(state or 0)}
+
+    def global_eval_units(self) -> int:
+        return 3
+
+    def evaluate_unit(self, unit: int, params: Params) -> Any:
+        return float(params["w"][unit % len(params["w"])])
+
+    def global_metrics(self, outputs: list[Any]) -> dict[str, float]:
+        return {"accuracy": float(np.mean(outputs))}
