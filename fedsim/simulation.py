@@ -43,6 +43,7 @@ class Simulation:
     def __init__(self, config: Config, out: str | Path, quiet: bool = False) -> None:
         self.config = config
         self.quiet = quiet
+        self.startup_seconds = float("nan")  # Ray start-up and pool creation, measured by run()
         self.task: Task = build_task(config)  # data errors surface here, before Ray starts
         self.run_dir = RunDirectory.create(out, config)
         partition = self.task.partition_table()
@@ -51,10 +52,11 @@ class Simulation:
 
     def run(self) -> list[RoundSummary]:
         config = self.config
+        started = time.perf_counter()
         with ray_session(config.engine, config.num_workers()):
-            return self._rounds()
+            return self._rounds(started)
 
-    def _rounds(self) -> list[RoundSummary]:
+    def _rounds(self, started: float) -> list[RoundSummary]:
         config, task = self.config, self.task
         strategy = build_strategy(config)
         initial = task.initial_params(seed_for(config.seed, Stream.MODEL_INIT))
@@ -74,6 +76,7 @@ class Simulation:
         per_round = config.clients_per_round()
         summaries: list[RoundSummary] = []
         progress = tqdm(total=config.rounds, desc="rounds", unit="round", disable=self.quiet, dynamic_ncols=True)
+        self.startup_seconds = time.perf_counter() - started
         try:
             for round_index in range(1, config.rounds + 1):
                 started = time.perf_counter()
@@ -120,7 +123,7 @@ class Simulation:
             round_index,
             ({"round": round_index, "hospital": h, **scores} for h, scores in sorted(per_hospital.items())),
         )
-        accuracies = np.array([scores["accuracy"] for scores in per_hospital.values()], dtype=np.float64)
+        accuracies = np.array([per_hospital[h]["accuracy"] for h in sorted(per_hospital)], dtype=np.float64)
         has_scores = accuracies.size and not np.all(np.isnan(accuracies))
         row: dict[str, Any] = {
             "round": round_index,

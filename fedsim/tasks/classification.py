@@ -100,7 +100,7 @@ class ClassificationTask(Task):
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                loss_sum += float(loss) * len(batch)
+                loss_sum += float(loss.detach()) * len(batch)
                 steps += 1
         local = self._score(model, *self._tensors(hospital, "test"))
         metrics = {"train_loss": loss_sum / (count * epochs), "local_accuracy": local["accuracy"]}

@@ -1,0 +1,120 @@
+"""Round throughput: fedsim against a plain single-process PyTorch loop doing identical work.
+
+Setting (the foundation issue's): 100 hospitals x 200 training samples of 1x28x28, the small CNN,
+1 local epoch, batch 32, FedAvg, every hospital every round. Both sides train each hospital from
+the global model, score the local model on the hospital's own test split, and average the models
+weighted by samples. fedsim uses 2 single-core Ray workers; the plain loop uses 2 torch threads.
+
+    python experiments/bench/round_throughput.py [--rounds 6]
+
+Prints steady-state seconds per round of both, their ratio (target <= 0.8), and the first fedsim
+round including Ray start-up against a steady round (target <= 2x).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from fedsim.config import load_config
+from fedsim.models import build_model
+from fedsim.params import load_params, params_of
+from fedsim.simulation import Simulation
+from fedsim.tasks.factory import build_task
+
+HOSPITALS, TRAIN_PER_HOSPITAL, TEST_PER_HOSPITAL = 100, 200, 50
+
+
+def bench_config(rounds: int, workers: int):
+    return load_config(
+        None,
+        [
+            f"rounds={rounds}",
+            "data.source={kind: synthetic, classes: 2, "
+            f"train_samples: {HOSPITALS * (TRAIN_PER_HOSPITAL + TEST_PER_HOSPITAL)}, test_samples: 1000}}",
+            f"data.hospitals={HOSPITALS}",
+            "data.partition={scheme: iid}",
+            f"data.local_test_fraction={TEST_PER_HOSPITAL / (TRAIN_PER_HOSPITAL + TEST_PER_HOSPITAL)}",
+            "train={epochs: 1, batch_size: 32, lr: 0.05}",
+            f"engine.workers={workers}",
+            f"eval.every={rounds}",  # global evaluation only after the last round, on both sides
+        ],
+    )
+
+
+def plain_loop(config, rounds: int) -> list[float]:
+    """The same rounds as one process, no Ray: returns seconds per round."""
+    torch.set_num_threads(2)
+    federation = build_task(config).federation
+    dataset = federation.dataset
+    model = build_model("small_cnn", dataset.channels, dataset.num_classes)
+    global_params = params_of(model)
+    sizes = np.array([len(p) for p in federation.train_parts], dtype=np.float64)
+    timings = []
+    for round_index in range(rounds):
+        started = time.perf_counter()
+        total = {k: np.zeros(v.shape) for k, v in global_params.items() if v.dtype.kind == "f"}
+        for hospital in range(federation.num_hospitals):
+            images, labels = (torch.from_numpy(a) for a in federation.hospital_arrays(hospital, "train"))
+            load_params(model, global_params)
+            model.train()
+            optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+            generator = torch.Generator().manual_seed(round_index * 1000 + hospital)
+            order = torch.randperm(len(labels), generator=generator)
+            for start in range(0, len(labels), 32):
+                batch = order[start : start + 32]
+                loss = F.cross_entropy(model(images[batch]), labels[batch])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+            model.eval()
+            with torch.no_grad():
+                test_images, test_labels = (torch.from_numpy(a) for a in federation.hospital_arrays(hospital, "test"))
+                float((model(test_images).argmax(1) == test_labels).float().mean())
+            weight = sizes[hospital] / sizes.sum()
+            for name, value in params_of(model).items():
+                if name in total:
+                    total[name] += weight * value
+        global_params = {k: total[k].astype(v.dtype) if k in total else v for k, v in global_params.items()}
+        timings.append(time.perf_counter() - started)
+    return timings
+
+
+def fedsim_rounds(config) -> tuple[float, list[float]]:
+    """Seconds of the first round including Ray start-up, and seconds of every round."""
+    with tempfile.TemporaryDirectory() as out:
+        simulation = Simulation(config, f"{out}/run", quiet=True)
+        summaries = simulation.run()
+    return simulation.startup_seconds + summaries[0].seconds, [s.seconds for s in summaries]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    config = bench_config(args.rounds, args.workers)
+
+    first_with_startup, fedsim_times = fedsim_rounds(config)
+    plain_times = plain_loop(config, args.rounds)
+    # steady state: drop the first round of each; the last fedsim round also evaluates globally
+    fedsim_steady = statistics.median(fedsim_times[1:-1] or fedsim_times[1:])
+    plain_steady = statistics.median(plain_times[1:])
+    print(f"setting: {HOSPITALS} hospitals x {TRAIN_PER_HOSPITAL} samples, small CNN, 1 epoch, batch 32, FedAvg")
+    print(f"fedsim ({args.workers} workers x 1 CPU): {fedsim_steady:.2f} s per steady round  "
+          f"(rounds: {', '.join(f'{t:.2f}' for t in fedsim_times)})")
+    print(f"plain PyTorch loop (2 threads):      {plain_steady:.2f} s per steady round  "
+          f"(rounds: {', '.join(f'{t:.2f}' for t in plain_times)})")
+    print(f"ratio fedsim / plain: {fedsim_steady / plain_steady:.2f}  (target <= 0.80)")
+    print(f"first fedsim round incl. Ray start-up: {first_with_startup:.2f} s = "
+          f"{first_with_startup / fedsim_steady:.2f}x a steady round  (target <= 2.00)")
+
+
+if __name__ == "__main__":
+    main()
