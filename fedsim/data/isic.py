@@ -54,7 +54,9 @@ def _read_pair(
         return None
     for needed in (input_dir, csv_path):
         if not needed.exists():
-            raise DataError(f"{needed}: not found (ISIC 2018 {split} needs both the Input folder and the GroundTruth CSV)")
+            raise DataError(
+                f"{needed}: not found (ISIC 2018 {split} needs both the Input folder and the GroundTruth CSV)"
+            )
     classes, names, labels = _read_ground_truth(csv_path)
     images = read_rgb_images([input_dir / f"{name}.jpg" for name in names], image_size)
     return classes, ImageSet(images=images, labels=labels)
@@ -62,11 +64,12 @@ def _read_pair(
 
 def _read_ground_truth(csv_path: Path) -> tuple[tuple[str, ...], list[str], np.ndarray]:
     """Class names, image ids and labels from a one-hot ground-truth CSV."""
-    with csv_path.open(newline="") as handle:
+    with csv_path.open(newline="", encoding="utf-8-sig") as handle:
         rows = list(csv.reader(handle))
-    if not rows or [cell.strip() for cell in rows[0][:1]] != ["image"] or len(rows[0]) < 3:
+    header = [cell.strip() for cell in rows[0]] if rows else []
+    if len(header) < 3 or header[0] != "image":
         raise DataError(f"{csv_path}: expected a header 'image,<class>,<class>,...' with at least two classes")
-    classes = tuple(cell.strip() for cell in rows[0][1:])
+    classes = tuple(header[1:])
     names, labels = [], []
     for line, row in enumerate(rows[1:], start=2):
         if not any(cell.strip() for cell in row):
@@ -76,7 +79,9 @@ def _read_ground_truth(csv_path: Path) -> tuple[tuple[str, ...], list[str], np.n
         except ValueError:
             values = None
         if values is None or not np.isin(values, (0.0, 1.0)).all() or values.sum() != 1:
-            raise DataError(f"{csv_path}: row {line}: expected an image id and a one-hot label over {len(classes)} classes, got {row}")
+            raise DataError(
+                f"{csv_path}: row {line}: expected an image id and a one-hot label over {len(classes)} classes, got {row}"
+            )
         names.append(row[0].strip())
         labels.append(int(values.argmax()))
     if not names:

@@ -98,7 +98,10 @@ def _read_grades(path: Path, style: str) -> list[tuple[str, int]]:
         except ValueError:
             grade = -1.0
         if not name or grade not in range(num_grades):
-            raise DataError(f"{path}: row {line}: expected an image name and {grade_column} in 0..{num_grades - 1}, got {name!r}, {text!r}")
+            raise DataError(
+                f"{path}: row {line}: expected an image name and {grade_column} in 0..{num_grades - 1}, "
+                f"got {name!r}, {text!r}"
+            )
         result.append((name, int(grade)))
     return result
 
@@ -107,11 +110,14 @@ def _read_table(path: Path) -> list[dict[str, str]]:
     """Rows as header -> text; spreadsheets only when their pandas engine is installed."""
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        with path.open(newline="") as handle:
+        # utf-8-sig: spreadsheets exported as "CSV UTF-8" start with a byte-order mark.
+        with path.open(newline="", encoding="utf-8-sig") as handle:
             return [{key.strip(): value or "" for key, value in row.items() if key} for row in csv.DictReader(handle)]
     engine = _EXCEL_ENGINES[suffix]
     if importlib.util.find_spec(engine) is None:
-        raise DataError(f"{path}: reading {suffix} needs the {engine} package; install {engine} or convert the file to CSV")
+        raise DataError(
+            f"{path}: reading {suffix} needs the {engine} package; install {engine} or convert the file to CSV"
+        )
     import pandas as pd
 
     frame = pd.read_excel(path, engine=engine, dtype=str, keep_default_na=False)

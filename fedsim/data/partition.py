@@ -172,9 +172,9 @@ def partition_stats(
         raise DataError(f"test_parts: expected {len(train_parts)} parts like train_parts, got {len(test_parts)}")
     if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
         raise DataError(f"labels: expected values in [0, {num_classes}), got [{labels.min()}, {labels.max()}]")
-    counts = np.stack([np.bincount(labels[part], minlength=num_classes) for part in train_parts]).reshape(
-        len(train_parts), num_classes
-    )
+    counts = np.array(
+        [np.bincount(labels[part], minlength=num_classes) for part in train_parts], dtype=np.int64
+    ).reshape(len(train_parts), num_classes)
     columns = {
         "hospital": pa.array(np.arange(len(train_parts)), pa.int32()),
         "train_samples": pa.array([len(part) for part in train_parts], pa.int64()),

@@ -2,8 +2,9 @@
 
 The simulator needs a dataset that exists on every machine, costs nothing to make, and is hard
 enough that federated effects (skew, drift, stragglers) show up in accuracy. Images are smooth
-tissue-like texture inside a soft organ outline, with a class-specific lesion whose position,
-size and contrast vary, plus brightness/contrast jitter and sensor noise. Low-contrast lesions
+tissue-like texture inside a soft organ outline, with a class-specific lesion whose size,
+contrast and position (scattered around a class-typical site) vary, plus per-image
+brightness/contrast jitter and sensor noise. Low-contrast lesions
 and texture blobs that resemble nodules keep the best reachable accuracy well below 100%.
 
 Class 0 is "normal" (no lesion, sometimes a faint benign spot). Classes 1, 2, 3, 4 are a round
