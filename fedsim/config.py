@@ -111,20 +111,70 @@ class ModelConfig(_Strict):
 
 
 class TrainConfig(_Strict):
-    """Local training at each hospital (plain SGD, as in the FedAvg paper)."""
+    """Local training at each hospital (mini-batch SGD).
 
-    epochs: int = Field(1, ge=1)
-    batch_size: int = Field(32, ge=1)
+    `epochs_mode` sets how much local work each hospital does (FedNova's system heterogeneity):
+    "fixed" gives every hospital `epochs`; "proportional" gives the largest hospital `max_epochs`
+    and the others epochs in proportion to their size (at least `epochs`); "uniform" draws each
+    hospital's epochs every round from {epochs, ..., max_epochs}.
+    """
+
+    epochs: int = Field(2, ge=1)
+    epochs_mode: Literal["fixed", "proportional", "uniform"] = "fixed"
+    max_epochs: int | None = Field(None, ge=1)
+    batch_size: int = Field(16, ge=1)
     lr: float = Field(0.05, gt=0)
     momentum: float = Field(0.0, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _epoch_range(self) -> "TrainConfig":
+        if self.epochs_mode != "fixed":
+            if self.max_epochs is None:
+                raise ValueError(f"train.max_epochs: required when train.epochs_mode is {self.epochs_mode}")
+            if self.max_epochs < self.epochs:
+                raise ValueError(f"train.max_epochs: expected at least train.epochs ({self.epochs}), got {self.max_epochs}")
+        return self
 
 
 class FedAvgConfig(_Strict):
     name: Literal["fedavg"] = "fedavg"
 
 
-Strategy = Annotated[Union[FedAvgConfig], Field(discriminator="name")]
+class FedProxConfig(_Strict):
+    """FedProx: local objective + (mu/2)||w - w_global||^2."""
+
+    name: Literal["fedprox"]
+    mu: float = Field(0.01, ge=0)
+
+
+class FedNovaConfig(_Strict):
+    name: Literal["fednova"]
+
+
+class FedBNConfig(_Strict):
+    name: Literal["fedbn"]
+
+
+class ScaffoldConfig(_Strict):
+    name: Literal["scaffold"]
+    server_lr: float = Field(1.0, gt=0)
+
+
+class FedAdaptiveConfig(_Strict):
+    """FedAdam / FedYogi server optimisers (Reddi et al. 2021), defaults from their experiments."""
+
+    name: Literal["fedadam", "fedyogi"]
+    server_lr: float = Field(0.01, gt=0)
+    beta1: float = Field(0.9, ge=0, lt=1)
+    beta2: float = Field(0.99, ge=0, lt=1)
+    tau: float = Field(1e-3, gt=0)
+
+
+Strategy = Annotated[
+    Union[FedAvgConfig, FedProxConfig, FedNovaConfig, FedBNConfig, ScaffoldConfig, FedAdaptiveConfig],
+    Field(discriminator="name"),
+]
 
 
 class SamplingConfig(_Strict):
@@ -164,7 +214,7 @@ class EvalConfig(_Strict):
 
 class Config(_Strict):
     seed: int = 0
-    rounds: int = Field(10, ge=1)
+    rounds: int = Field(15, ge=1)
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
@@ -245,9 +295,12 @@ def parse_config(raw: dict[str, Any]) -> Config:
 
 def merge_settings(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     """Deep-merge `update` onto `base`. A union section whose tag changes (say a new partition
-    scheme) is replaced whole, so the old scheme's keys do not leak into the new one."""
+    scheme) is replaced whole, so the old scheme's keys do not leak into the new one; a union
+    section given as a bare string is its tag (`strategy: fedbn`)."""
     merged = dict(base)
     for key, value in update.items():
+        if key in _UNION_TAGS and isinstance(value, str):
+            value = {_UNION_TAGS[key]: value}  # shorthand: `strategy: fedbn`
         old = merged.get(key)
         if isinstance(old, dict) and isinstance(value, dict):
             tag = _UNION_TAGS.get(key)

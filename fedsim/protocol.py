@@ -11,6 +11,16 @@ from fedsim.params import Params
 
 
 @dataclass(frozen=True)
+class Cohort:
+    """The hospitals sampled for a round, with what the server knows of each before training."""
+
+    hospitals: np.ndarray  # sorted hospital ids
+    sizes: np.ndarray  # training samples
+    epochs: np.ndarray  # local epochs this round
+    steps: np.ndarray  # local optimiser steps those epochs take (FedNova's tau_i)
+
+
+@dataclass(frozen=True)
 class Instruction:
     """What the strategy tells one sampled hospital this round.
 
@@ -59,3 +69,9 @@ class Aggregate:
     instructions: list[Instruction]
     total: dict[str, np.ndarray] | None = None
     each: list[dict[str, np.ndarray]] | None = None
+
+
+#: Per-hospital contributions when the strategy needs each one: (hospital, contribution) pairs.
+Collected = list[tuple[int, dict[str, np.ndarray]]]
+#: What the engine keeps for a hospital between its rounds: (task state, strategy state).
+HospitalState = tuple[Any, Any]

@@ -20,6 +20,7 @@ class Stream(IntEnum):
     PARTITION = 3
     SCANNER = 4
     DATASET = 5
+    LOCAL_WORK = 6
 
 
 def seed_for(run_seed: int, stream: Stream, *keys: int) -> int:

@@ -18,8 +18,8 @@ from fedsim.engine.pool import WorkerPool
 from fedsim.engine.sampling import sample_hospitals
 from fedsim.engine.server import ServerCore
 from fedsim.metrics import worst_decile_mean
-from fedsim.params import params_nbytes
-from fedsim.protocol import ClientReport
+from fedsim.local_work import local_epochs
+from fedsim.protocol import ClientReport, Cohort
 from fedsim.results import CLIENTS, HOSPITAL_EVAL, PARTITION, ROUNDS, RunDirectory
 from fedsim.seeding import Stream, seed_for
 from fedsim.strategies import build_strategy
@@ -58,44 +58,44 @@ class Simulation:
 
     def _rounds(self, started: float) -> list[RoundSummary]:
         config, task = self.config, self.task
-        strategy = build_strategy(config)
-        initial = task.initial_params(seed_for(config.seed, Stream.MODEL_INIT))
-        model_bytes = params_nbytes(initial)
+        strategy = build_strategy(config, task)
         pool = WorkerPool(
             ray.put(task),
             strategy,
             size=config.num_workers(),
             num_cpus=config.engine.num_cpus,
             num_gpus=config.engine.num_gpus,
-            keeps_hospital_state=task.keeps_hospital_state,
+            keeps_hospital_state=task.keeps_hospital_state or strategy.keeps_hospital_state,
         )
+        initial = task.initial_params(seed_for(config.seed, Stream.MODEL_INIT))
         server = _ServerActor.options(num_cpus=0).remote(strategy, initial)
-        global_ref = ray.put(initial)
+        broadcast_ref, size_ref = server.initial.options(num_returns=2).remote()
+        broadcast_bytes = ray.get(size_ref)
         sizes = task.hospital_sizes()
         all_hospitals = list(range(task.num_hospitals))
-        per_round = config.clients_per_round()
         summaries: list[RoundSummary] = []
         progress = tqdm(total=config.rounds, desc="rounds", unit="round", disable=self.quiet, dynamic_ncols=True)
         self.startup_seconds = time.perf_counter() - started
         try:
             for round_index in range(1, config.rounds + 1):
                 started = time.perf_counter()
-                sampled = sample_hospitals(config.seed, round_index, task.num_hospitals, per_round)
-                instructions = ray.get(server.configure.remote(round_index, sampled.tolist(), sizes[sampled]))
-                costs = np.array([sizes[i.hospital] * i.settings.get("epochs", config.train.epochs) for i in instructions])
-                partial_refs, reports = pool.train(round_index, config.seed, global_ref, instructions, costs)
-                global_ref, metrics_ref = server.aggregate.options(num_returns=2).remote(
+                cohort = self._cohort(round_index, sizes)
+                instructions = ray.get(server.configure.remote(round_index, cohort))
+                costs = cohort.sizes * cohort.epochs
+                partial_refs, reports = pool.train(round_index, config.seed, broadcast_ref, instructions, costs)
+                sent = broadcast_bytes * len(reports)
+                broadcast_ref, metrics_ref, size_ref = server.aggregate.options(num_returns=3).remote(
                     round_index, instructions, *partial_refs
                 )
-                strategy_metrics = ray.get(metrics_ref)
+                strategy_metrics, broadcast_bytes = ray.get([metrics_ref, size_ref])
                 evaluated = round_index % config.eval.every == 0 or round_index == config.rounds
                 if evaluated:
-                    per_hospital, outputs = pool.evaluate(global_ref, all_hospitals, task.global_eval_units())
+                    per_hospital, outputs = pool.evaluate(broadcast_ref, all_hospitals, task.global_eval_units())
                     global_metrics = task.global_metrics(outputs)
                 else:
                     per_hospital, global_metrics = {}, {}
                 seconds = time.perf_counter() - started
-                self._write_round(round_index, seconds, reports, per_hospital, global_metrics, strategy_metrics, model_bytes)
+                self._write_round(round_index, seconds, reports, per_hospital, global_metrics, strategy_metrics, sent)
                 accuracy = global_metrics.get("accuracy", NAN)
                 summaries.append(RoundSummary(round_index, seconds, accuracy))
                 progress.set_postfix(accuracy=f"{accuracy:.3f}" if evaluated else "-")
@@ -106,6 +106,14 @@ class Simulation:
             ray.kill(server)
         return summaries
 
+    def _cohort(self, round_index: int, sizes: np.ndarray) -> Cohort:
+        """The round's sampled hospitals with their sizes, local epochs and local steps."""
+        config, task = self.config, self.task
+        hospitals = sample_hospitals(config.seed, round_index, task.num_hospitals, config.clients_per_round())
+        epochs = local_epochs(config.train, sizes, hospitals, config.seed, round_index)
+        steps = np.array([task.local_steps(int(h), int(e)) for h, e in zip(hospitals, epochs)], dtype=np.int64)
+        return Cohort(hospitals, sizes[hospitals], epochs, steps)
+
     def _write_round(
         self,
         round_index: int,
@@ -114,7 +122,7 @@ class Simulation:
         per_hospital: dict[int, dict[str, float]],
         global_metrics: dict[str, float],
         strategy_metrics: dict[str, float],
-        model_bytes: int,
+        bytes_sent: int,
     ) -> None:
         """Append this round's rows: hospitals first, then the round row that marks it complete."""
         self.run_dir.append(CLIENTS, round_index, (_client_row(round_index, report) for report in reports))
@@ -136,7 +144,7 @@ class Simulation:
             "hospital_accuracy_mean": float(np.nanmean(accuracies)) if has_scores else NAN,
             "hospital_accuracy_std": float(np.nanstd(accuracies)) if has_scores else NAN,
             "hospital_accuracy_worst10": worst_decile_mean(accuracies) if has_scores else NAN,
-            "bytes_sent": model_bytes * len(reports),
+            "bytes_sent": bytes_sent,
             "bytes_received": sum(report.upload_bytes for report in reports),
         }
         row.update({f"strategy_{name}": float(value) for name, value in strategy_metrics.items()})

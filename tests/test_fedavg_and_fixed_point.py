@@ -9,7 +9,7 @@ from fedsim.engine.fixed_point import FixedPointSum
 from fedsim.engine.server import ServerCore
 from fedsim.engine.worker import WorkerCore
 from fedsim.strategies import FedAvg
-from toy_task import ToyTask
+from toy_task import ToyTask, full_cohort
 
 
 def test_fixed_point_sum_is_exact_in_any_grouping() -> None:
@@ -41,16 +41,15 @@ def _round(task: ToyTask, groups: list[list[int]], seed: int = 7) -> dict[str, n
     """One FedAvg round of all hospitals, with hospitals split over workers as in `groups`."""
     strategy = FedAvg()
     server = ServerCore(strategy, task.initial_params(0))
-    hospitals = list(range(task.num_hospitals))
-    instructions = server.configure(1, hospitals, task.hospital_sizes())
+    instructions = server.configure(1, full_cohort(task))
     partials = []
     for group in groups:
         worker = WorkerCore(task, strategy, use_gpu=False, threads=1)
         jobs = [instructions[h] for h in group]
-        partial, reports, *states = worker.train(1, seed, server.params, jobs, *[None] * len(jobs))
-        assert [r.hospital for r in reports] == group and states == [1] * len(group)
+        partial, reports, *states = worker.train(1, seed, server.broadcast, jobs, *[None] * len(jobs))
+        assert [r.hospital for r in reports] == group and states == [(1, None)] * len(group)
         partials.append(partial)
-    params, _ = server.aggregate(1, instructions, *partials)
+    params, _, _ = server.aggregate(1, instructions, *partials)
     return params
 
 

@@ -8,7 +8,7 @@ from fedsim.engine.pool import WorkerPool
 from fedsim.engine.sampling import balance, sample_hospitals
 from fedsim.engine.server import ServerCore
 from fedsim.strategies import FedAvg
-from toy_task import ToyTask
+from toy_task import ToyTask, full_cohort
 
 
 def _run(ray, workers: int, rounds: int, per_round: int) -> tuple[list[np.ndarray], dict[int, int], dict]:
@@ -23,11 +23,11 @@ def _run(ray, workers: int, rounds: int, per_round: int) -> tuple[list[np.ndarra
             sampled = sample_hospitals(3, r, 8, per_round)
             for h in sampled:
                 sampled_counts[int(h)] += 1
-            sizes = task.hospital_sizes()[sampled]
-            instructions = ray.get(server.configure.remote(r, sampled.tolist(), sizes))
-            partials, reports = pool.train(r, 3, global_ref, instructions, sizes)
+            cohort = full_cohort(task, sampled.tolist())
+            instructions = ray.get(server.configure.remote(r, cohort))
+            partials, reports = pool.train(r, 3, global_ref, instructions, cohort.sizes)
             assert [rep.metrics["times_trained"] for rep in reports] == [sampled_counts[rep.hospital] for rep in reports]
-            global_ref, _ = server.aggregate.options(num_returns=2).remote(r, instructions, *partials)
+            global_ref, _, _ = server.aggregate.options(num_returns=3).remote(r, instructions, *partials)
             history.append(ray.get(global_ref)["w"].copy())
         per_hospital, outputs = pool.evaluate(global_ref, list(range(8)), task.global_eval_units())
     finally:

@@ -31,18 +31,25 @@ class ToyTask(Task):
     def hospital_sizes(self) -> np.ndarray:
         return self.sizes
 
+    def local_steps(self, hospital: int, epochs: int) -> int:
+        return epochs
+
     def initial_params(self, seed: int) -> Params:
         return {"w": np.zeros(self.targets.shape[1], dtype=np.float32), "count": np.zeros((), dtype=np.int64)}
 
-    def local_update(self, hospital: int, w: np.ndarray, seed: int) -> np.ndarray:
+    def local_update(self, hospital: int, w: np.ndarray, seed: int, epochs: int = 1) -> np.ndarray:
+        """`epochs` steps halfway towards the hospital's target, plus seeded noise."""
+        for _ in range(epochs):
+            w = w + 0.5 * (self.targets[hospital] - w)
         jitter = np.random.default_rng(seed).normal(scale=self.noise, size=w.shape)
-        return (w + 0.5 * (self.targets[hospital] - w) + jitter).astype(np.float32)
+        return (w + jitter).astype(np.float32)
 
     def train(self, hospital: int, params: Params, instruction: Instruction, state: Any, seed: int) -> LocalResult:
         times_trained = (state or 0) + 1
-        w = self.local_update(hospital, params["w"], seed)
+        epochs = int(instruction.settings.get("epochs", 1))
+        w = self.local_update(hospital, params["w"], seed, epochs)
         metrics = {"times_trained": float(times_trained)}
-        return LocalResult({"w": w, "count": params["count"]}, int(self.sizes[hospital]), 1, metrics, times_trained)
+        return LocalResult({"w": w, "count": params["count"]}, int(self.sizes[hospital]), epochs, metrics, times_trained)
 
     def evaluate_hospital(self, hospital: int, params: Params, state: Any) -> dict[str, float]:
         distance = float(np.linalg.norm(params["w"] - self.targets[hospital]))
@@ -51,8 +58,17 @@ class ToyTask(Task):
     def global_eval_units(self) -> int:
         return 3
 
-    def evaluate_unit(self, unit: int, params: Params) -> Any:
+    def evaluate_unit(self, unit: int, params: Params, batch_statistics: bool = False) -> Any:
         return float(params["w"][unit % len(params["w"])])
 
     def global_metrics(self, outputs: list[Any]) -> dict[str, float]:
         return {"accuracy": float(np.mean(outputs))}
+
+
+def full_cohort(task: ToyTask, hospitals: list[int] | None = None, epochs: list[int] | None = None) -> "Cohort":
+    """A cohort of the given hospitals (default all) with the given local epochs (default 1)."""
+    from fedsim.protocol import Cohort
+
+    ids = np.array(hospitals if hospitals is not None else range(task.num_hospitals))
+    work = np.array(epochs if epochs is not None else [1] * len(ids), dtype=np.int64)
+    return Cohort(ids, task.hospital_sizes()[ids], work, work)

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -13,13 +14,11 @@ import torch
 
 from fedsim.engine.fixed_point import FixedPointSum
 from fedsim.params import Params
-from fedsim.protocol import ClientReport, Instruction
+from fedsim.protocol import ClientReport, Collected, HospitalState, Instruction
 from fedsim.seeding import Stream, seed_for
 from fedsim.strategies.base import Strategy
 from fedsim.tasks.base import Task
 
-#: Per-hospital contributions when the strategy needs each one: (hospital, contribution) pairs.
-Collected = list[tuple[int, dict[str, np.ndarray]]]
 
 
 def upload_bytes(contribution: dict[str, np.ndarray]) -> int:
@@ -32,38 +31,43 @@ class WorkerCore:
         torch.set_num_threads(threads)
         self.task = task
         self.strategy = strategy
+        self.keeps_hospital_state = task.keeps_hospital_state or strategy.keeps_hospital_state
         task.use_device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
 
     def train(
         self,
         round_index: int,
         run_seed: int,
-        global_params: Params,
+        broadcast: Params,
         instructions: Sequence[Instruction],
-        *states: Any,
+        *states: HospitalState | None,
     ) -> list[Any]:
-        """Train each instructed hospital from the global model; `states` align with `instructions`.
+        """Train each instructed hospital from the broadcast; `states` align with `instructions`.
 
         Returns [partial aggregate, reports, *new states]: the partial aggregate is a
         FixedPointSum (or the collected contributions), and the states are returned one object
-        per hospital only when the task keeps hospital state.
+        per hospital only when the task or the strategy keeps hospital state.
         """
-        partial: FixedPointSum | Collected = (
-            FixedPointSum() if self.strategy.aggregates_on_workers else []
-        )
+        strategy = self.strategy
+        partial: FixedPointSum | Collected = FixedPointSum() if strategy.aggregates_on_workers else []
         reports: list[ClientReport] = []
-        new_states: list[Any] = []
+        new_states: list[HospitalState] = []
         for instruction, state in zip(instructions, states):
             started = time.perf_counter()
             hospital = instruction.hospital
+            task_state, strategy_state = state or (None, None)
+            start = strategy.model_params(broadcast, strategy_state)
+            extra = strategy.local_settings(instruction, broadcast, strategy_state)
+            local = replace(instruction, settings={**instruction.settings, **extra}) if extra else instruction
             seed = seed_for(run_seed, Stream.LOCAL_TRAINING, round_index, hospital)
-            result = self.task.train(hospital, global_params, instruction, state, seed)
-            contribution = self.strategy.contribution(result, instruction, global_params)
+            result = self.task.train(hospital, start, local, task_state, seed)
+            contribution = strategy.contribution(result, instruction, broadcast)
             if isinstance(partial, FixedPointSum):
                 partial.add(contribution)
             else:
                 partial.append((hospital, contribution))
-            new_states.append(result.state)
+            strategy_state, strategy_metrics = strategy.local_state(result, instruction, broadcast, strategy_state)
+            new_states.append((result.state, strategy_state))
             reports.append(
                 ClientReport(
                     hospital=hospital,
@@ -72,17 +76,22 @@ class WorkerCore:
                     weight=instruction.weight,
                     seconds=time.perf_counter() - started,
                     upload_bytes=upload_bytes(contribution),
-                    metrics=result.metrics,
+                    metrics={**result.metrics, **strategy_metrics},
                 )
             )
-        return [partial, reports, *new_states] if self.task.keeps_hospital_state else [partial, reports]
+        return [partial, reports, *new_states] if self.keeps_hospital_state else [partial, reports]
 
     def evaluate(
-        self, global_params: Params, hospitals: Sequence[int], units: Sequence[int], *states: Any
+        self, broadcast: Params, hospitals: Sequence[int], units: Sequence[int], *states: HospitalState | None
     ) -> tuple[list[dict[str, float]], list[Any]]:
-        """Score the global model on hospitals' own test splits and on global test units."""
-        per_hospital = [
-            self.task.evaluate_hospital(hospital, global_params, state) for hospital, state in zip(hospitals, states)
-        ]
-        outputs = [self.task.evaluate_unit(unit, global_params) for unit in units]
+        """Score hospitals' own models on their test splits, and the global model on test units."""
+        strategy = self.strategy
+        per_hospital = []
+        for hospital, state in zip(hospitals, states):
+            task_state, strategy_state = state or (None, None)
+            params = strategy.model_params(broadcast, strategy_state)
+            per_hospital.append(self.task.evaluate_hospital(hospital, params, task_state))
+        global_params = strategy.model_params(broadcast)
+        batch_statistics = strategy.global_eval_batch_statistics
+        outputs = [self.task.evaluate_unit(unit, global_params, batch_statistics) for unit in units]
         return per_hospital, outputs

@@ -2,15 +2,41 @@
 
 from __future__ import annotations
 
-from fedsim.config import Config
+from fedsim.config import (
+    Config,
+    FedAdaptiveConfig,
+    FedAvgConfig,
+    FedBNConfig,
+    FedNovaConfig,
+    FedProxConfig,
+    ScaffoldConfig,
+)
 from fedsim.strategies.base import Strategy
+from fedsim.strategies.fedadaptive import FedAdaptive
 from fedsim.strategies.fedavg import FedAvg
+from fedsim.strategies.fedbn import FedBN
+from fedsim.strategies.fednova import FedNova
+from fedsim.strategies.fedprox import FedProx
+from fedsim.strategies.scaffold import Scaffold
+from fedsim.tasks.base import Task
 
-_STRATEGIES: dict[str, type[Strategy]] = {FedAvg.name: FedAvg}
+
+def build_strategy(config: Config, task: Task) -> Strategy:
+    """The configured strategy, given what it needs to know of the task and training."""
+    spec = config.strategy
+    if isinstance(spec, FedAvgConfig):
+        return FedAvg()
+    if isinstance(spec, FedProxConfig):
+        return FedProx(spec.mu)
+    if isinstance(spec, FedNovaConfig):
+        return FedNova(config.train.momentum)
+    if isinstance(spec, FedBNConfig):
+        return FedBN(task.normalization_keys())
+    if isinstance(spec, ScaffoldConfig):
+        return Scaffold(config.train.lr, spec.server_lr, task.num_hospitals)
+    if isinstance(spec, FedAdaptiveConfig):
+        return FedAdaptive(spec.name, spec.server_lr, spec.beta1, spec.beta2, spec.tau)
+    raise ValueError(f"strategy.name: unsupported strategy {spec!r}")
 
 
-def build_strategy(config: Config) -> Strategy:
-    return _STRATEGIES[config.strategy.name]()
-
-
-__all__ = ["Strategy", "FedAvg", "build_strategy"]
+__all__ = ["Strategy", "FedAvg", "FedProx", "FedNova", "FedBN", "Scaffold", "FedAdaptive", "build_strategy"]

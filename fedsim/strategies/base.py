@@ -1,34 +1,72 @@
 """The Strategy interface: what each sampled hospital is told, and how updates combine.
 
-A strategy is plain Python, testable without Ray. The engine calls `configure` and `aggregate`
-on the server, and `contribution` on the workers (a pure function of its arguments: the worker's
-copy of the strategy never sees server state).
+A strategy is plain Python, testable without Ray. The server calls `initial_broadcast`,
+`configure` and `aggregate`; the workers call the hospital-side hooks (`model_params`,
+`local_settings`, `contribution`, `local_state`), which must be pure functions of their
+arguments: a worker's copy of the strategy never sees server state. What the server broadcasts
+each round is the global model plus any strategy extras (e.g. SCAFFOLD's control variate).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar, Sequence
+from typing import Any, ClassVar, Mapping
 
 import numpy as np
 
 from fedsim.params import Params
-from fedsim.protocol import Aggregate, Instruction, LocalResult
+from fedsim.protocol import Aggregate, Cohort, Instruction, LocalResult
 
 
 class Strategy(ABC):
     name: ClassVar[str]
     #: True when contributions can be summed on workers (the server then gets one exact total).
     aggregates_on_workers: ClassVar[bool] = True
+    #: True when hospitals keep strategy state between their rounds (FedBN's BN, SCAFFOLD's c_i).
+    keeps_hospital_state: ClassVar[bool] = False
+    #: True when normalisation layers never leave the hospitals (FedBN), so the global test
+    #: normalises each test batch with its own statistics instead of never-trained global ones.
+    global_eval_batch_statistics: ClassVar[bool] = False
+
+    def initial_broadcast(self, params: Params) -> Params:
+        """What the server sends in round 1, from the initial model."""
+        return params
 
     @abstractmethod
-    def configure(self, round_index: int, hospitals: Sequence[int], sizes: np.ndarray) -> list[Instruction]:
-        """Instructions for the sampled `hospitals` (sorted ids) with `sizes` training samples each."""
+    def configure(self, round_index: int, cohort: Cohort) -> list[Instruction]:
+        """Instructions for the sampled hospitals, in cohort order."""
+
+    def model_params(self, broadcast: Params, state: Any = None) -> Params:
+        """The model a hospital trains from, or is evaluated with (state None: the global model)."""
+        return broadcast
+
+    def local_settings(self, instruction: Instruction, broadcast: Params, state: Any) -> Mapping[str, Any]:
+        """Settings computed at the hospital from its own state (e.g. SCAFFOLD's correction)."""
+        return {}
 
     @abstractmethod
-    def contribution(self, result: LocalResult, instruction: Instruction, global_params: Params) -> dict[str, np.ndarray]:
+    def contribution(self, result: LocalResult, instruction: Instruction, broadcast: Params) -> dict[str, np.ndarray]:
         """The hospital's already-weighted share of the aggregate (summed exactly by the engine)."""
 
+    def local_state(
+        self, result: LocalResult, instruction: Instruction, broadcast: Params, state: Any
+    ) -> tuple[Any, dict[str, float]]:
+        """State the hospital keeps until its next round, and per-hospital quantities to log."""
+        return None, {}
+
     @abstractmethod
-    def aggregate(self, round_index: int, global_params: Params, aggregate: Aggregate) -> tuple[Params, dict[str, float]]:
-        """The next global model, and round-level quantities to log in rounds.parquet."""
+    def aggregate(self, round_index: int, broadcast: Params, aggregate: Aggregate) -> tuple[Params, dict[str, float]]:
+        """The next broadcast, and round-level quantities to log in rounds.parquet."""
+
+
+def sample_shares(cohort: Cohort) -> np.ndarray:
+    """n_k / n over the cohort: the usual weights of a weighted average."""
+    return cohort.sizes.astype(np.float64) / float(np.sum(cohort.sizes))
+
+
+def weighted_instructions(cohort: Cohort, weights: np.ndarray, **settings: Any) -> list[Instruction]:
+    """One instruction per cohort hospital, with its local epochs and any extra settings."""
+    return [
+        Instruction(int(h), float(w), {"epochs": int(e), **settings})
+        for h, w, e in zip(cohort.hospitals, weights, cohort.epochs)
+    ]

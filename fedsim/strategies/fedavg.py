@@ -8,35 +8,37 @@ global model's value.
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import numpy as np
 
 from fedsim.params import Params, is_trainable_float
-from fedsim.protocol import Aggregate, Instruction, LocalResult
-from fedsim.strategies.base import Strategy
+from fedsim.protocol import Aggregate, Cohort, Instruction, LocalResult
+from fedsim.strategies.base import Strategy, sample_shares, weighted_instructions
+
+
+def weighted_params(result: LocalResult, instruction: Instruction, skip: frozenset[str] = frozenset()) -> dict[str, np.ndarray]:
+    """weight * w_k for every float array the hospital shares."""
+    return {
+        name: instruction.weight * array.astype(np.float64)
+        for name, array in result.params.items()
+        if is_trainable_float(array) and name not in skip
+    }
+
+
+def replace_with_totals(broadcast: Params, total: dict[str, np.ndarray]) -> Params:
+    """The broadcast with every summed array replaced (cast back to its dtype)."""
+    return {name: total[name].astype(array.dtype) if name in total else array for name, array in broadcast.items()}
 
 
 class FedAvg(Strategy):
     name = "fedavg"
 
-    def configure(self, round_index: int, hospitals: Sequence[int], sizes: np.ndarray) -> list[Instruction]:
-        total = float(np.sum(sizes))
-        return [Instruction(int(h), float(n) / total) for h, n in zip(hospitals, sizes)]
+    def configure(self, round_index: int, cohort: Cohort) -> list[Instruction]:
+        return weighted_instructions(cohort, sample_shares(cohort))
 
-    def contribution(self, result: LocalResult, instruction: Instruction, global_params: Params) -> dict[str, np.ndarray]:
-        return {
-            name: instruction.weight * array.astype(np.float64)
-            for name, array in result.params.items()
-            if is_trainable_float(array)
-        }
+    def contribution(self, result: LocalResult, instruction: Instruction, broadcast: Params) -> dict[str, np.ndarray]:
+        return weighted_params(result, instruction)
 
-    def aggregate(self, round_index: int, global_params: Params, aggregate: Aggregate) -> tuple[Params, dict[str, float]]:
-        total = aggregate.total
-        if total is None:
-            raise ValueError("FedAvg aggregates on workers and expects a summed total")
-        updated = {
-            name: total[name].astype(array.dtype) if name in total else array
-            for name, array in global_params.items()
-        }
-        return updated, {}
+    def aggregate(self, round_index: int, broadcast: Params, aggregate: Aggregate) -> tuple[Params, dict[str, float]]:
+        if aggregate.total is None:
+            raise ValueError(f"{self.name} aggregates on workers and expects a summed total")
+        return replace_with_totals(broadcast, aggregate.total), {}

@@ -34,12 +34,25 @@ class Task(ABC):
     def initial_params(self, seed: int) -> Params:
         """The round-0 global model."""
 
+    @abstractmethod
+    def local_steps(self, hospital: int, epochs: int) -> int:
+        """Optimiser steps `epochs` of local training take at `hospital` (FedNova's tau)."""
+
+    def normalization_keys(self) -> frozenset[str]:
+        """Names of normalisation-layer parameters and statistics (what FedBN keeps local)."""
+        return frozenset()
+
     def use_device(self, device: str) -> None:
         """Called once on each worker before any work (e.g. "cpu" or "cuda")."""
 
     @abstractmethod
     def train(self, hospital: int, params: Params, instruction: Instruction, state: Any, seed: int) -> LocalResult:
-        """Train hospital `hospital` from the global `params`; all randomness from `seed`."""
+        """Train hospital `hospital` from `params`; all randomness from `seed`.
+
+        Settings a task must honour when present: "epochs" (local epochs), "mu" (FedProx's
+        proximal coefficient: add (mu/2)||w - params||^2 to the objective) and
+        "gradient_correction" (name -> array added to each gradient, SCAFFOLD's c - c_i).
+        """
 
     @abstractmethod
     def evaluate_hospital(self, hospital: int, params: Params, state: Any) -> dict[str, float]:
@@ -50,8 +63,9 @@ class Task(ABC):
         """Number of independent pieces the global evaluation is cut into (spread over workers)."""
 
     @abstractmethod
-    def evaluate_unit(self, unit: int, params: Params) -> Any:
-        """Raw outputs of one global evaluation piece (e.g. class probabilities of a test chunk)."""
+    def evaluate_unit(self, unit: int, params: Params, batch_statistics: bool = False) -> Any:
+        """Raw outputs of one global evaluation piece (e.g. class probabilities of a test chunk);
+        `batch_statistics`: normalise with the piece's own statistics (for FedBN's global model)."""
 
     @abstractmethod
     def global_metrics(self, outputs: list[Any]) -> dict[str, float]:

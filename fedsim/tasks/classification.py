@@ -15,7 +15,8 @@ from fedsim.config import TrainConfig
 from fedsim.data.federation import Federation
 from fedsim.metrics import accuracy, balanced_accuracy, cross_entropy, macro_auc
 from fedsim.models import build_model
-from fedsim.params import Params, load_params, params_of
+from fedsim.params import Params
+from fedsim.torch_params import load_params, params_of
 from fedsim.protocol import Instruction, LocalResult
 from fedsim.tasks.base import Task
 
@@ -23,8 +24,9 @@ from fedsim.tasks.base import Task
 class ClassificationTask(Task):
     """One hospital's work: `epochs` of mini-batch SGD on its own images, shuffled by its seed.
 
-    Instruction settings it reads: `epochs` (local epochs this round). The locally trained model
-    is also scored on the hospital's own test split ("local_accuracy" in clients.parquet).
+    Honours the settings "epochs", "mu" (FedProx's proximal term) and "gradient_correction"
+    (SCAFFOLD). The locally trained model is also scored on the hospital's own test split
+    ("local_accuracy" in clients.parquet).
     """
 
     def __init__(self, federation: Federation, model_name: str, train: TrainConfig, eval_batch_size: int) -> None:
@@ -53,6 +55,17 @@ class ClassificationTask(Task):
     def hospital_sizes(self) -> np.ndarray:
         return np.array([len(part) for part in self.federation.train_parts], dtype=np.int64)
 
+    def local_steps(self, hospital: int, epochs: int) -> int:
+        return epochs * math.ceil(len(self.federation.train_parts[hospital]) / self.train_config.batch_size)
+
+    def normalization_keys(self) -> frozenset[str]:
+        model = self._new_model()
+        keys = set()
+        for prefix, module in model.named_modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                keys.update(f"{prefix}.{name}" for name in module.state_dict())
+        return frozenset(keys)
+
     def partition_table(self) -> pa.Table:
         return self.federation.statistics()
 
@@ -64,9 +77,14 @@ class ClassificationTask(Task):
         dataset = self.federation.dataset
         return build_model(self.model_name, dataset.channels, dataset.num_classes)
 
+    def _placed_model(self) -> nn.Module:
+        """A new model on this worker's device, channels-last: about 1.6x faster convolutions on
+        CPU for the small batches of local training (measured on the small CNN, 1 thread)."""
+        return self._new_model().to(self._device, memory_format=torch.channels_last)
+
     def _model_with(self, params: Params) -> nn.Module:
         if self._model is None:
-            self._model = self._new_model().to(self._device)
+            self._model = self._placed_model()
         load_params(self._model, params)
         return self._model
 
@@ -81,11 +99,15 @@ class ClassificationTask(Task):
 
     # ----- local work ----------------------------------------------------------------------
     def train(self, hospital: int, params: Params, instruction: Instruction, state: Any, seed: int) -> LocalResult:
-        config = self.train_config
-        epochs = int(instruction.settings.get("epochs", config.epochs))
+        config, settings = self.train_config, instruction.settings
+        epochs = int(settings.get("epochs", config.epochs))
+        mu = float(settings.get("mu", 0.0))
+        correction = self._on_device(settings.get("gradient_correction"))
         images, labels = self._tensors(hospital, "train")
         model = self._model_with(params)
         model.train()
+        trained = dict(model.named_parameters())
+        anchor = {name: p.detach().clone() for name, p in trained.items()} if mu > 0 else {}
         optimizer = torch.optim.SGD(
             model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
         )
@@ -97,8 +119,12 @@ class ClassificationTask(Task):
             for start in range(0, count, config.batch_size):
                 batch = order[start : start + config.batch_size]
                 loss = F.cross_entropy(model(images[batch]), labels[batch])
+                objective = loss + proximal_term(trained, anchor, mu) if mu > 0 else loss
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                objective.backward()
+                if correction:
+                    for name, parameter in trained.items():
+                        parameter.grad.add_(correction[name])
                 optimizer.step()
                 loss_sum += float(loss.detach()) * len(batch)
                 steps += 1
@@ -106,12 +132,23 @@ class ClassificationTask(Task):
         metrics = {"train_loss": loss_sum / (count * epochs), "local_accuracy": local["accuracy"]}
         return LocalResult(params_of(model), count, steps, metrics)
 
+    def _on_device(self, arrays: dict[str, np.ndarray] | None) -> dict[str, torch.Tensor]:
+        if not arrays:
+            return {}
+        return {name: torch.tensor(np.asarray(array), device=self._device) for name, array in arrays.items()}
+
     def evaluate_hospital(self, hospital: int, params: Params, state: Any) -> dict[str, float]:
         return self._score(self._model_with(params), *self._tensors(hospital, "test"))
 
     @torch.no_grad()
-    def _probabilities(self, model: nn.Module, images: torch.Tensor) -> np.ndarray:
+    def _probabilities(self, model: nn.Module, images: torch.Tensor, batch_statistics: bool = False) -> np.ndarray:
         model.eval()
+        if batch_statistics:
+            for module in model.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.train()
+                    module.track_running_stats = False  # normalise by the batch, leave stored stats alone
+                    module.running_mean, module.running_var = None, None
         chunks = [
             F.softmax(model(images[start : start + self.eval_batch_size]), dim=1)
             for start in range(0, len(images), self.eval_batch_size)
@@ -132,10 +169,15 @@ class ClassificationTask(Task):
     def global_eval_units(self) -> int:
         return math.ceil(len(self.federation.dataset.test) / self.eval_batch_size)
 
-    def evaluate_unit(self, unit: int, params: Params) -> np.ndarray:
+    def evaluate_unit(self, unit: int, params: Params, batch_statistics: bool = False) -> np.ndarray:
         start = unit * self.eval_batch_size
         images, _ = self.federation.global_test_arrays(start, start + self.eval_batch_size)
-        return self._probabilities(self._model_with(params), torch.from_numpy(images).to(self._device))
+        if batch_statistics:  # a throwaway model: this mode strips the BN layers' stored statistics
+            model = self._placed_model()
+            load_params(model, params)
+        else:
+            model = self._model_with(params)
+        return self._probabilities(model, torch.from_numpy(images).to(self._device), batch_statistics)
 
     def global_metrics(self, outputs: list[np.ndarray]) -> dict[str, float]:
         probabilities = np.concatenate(outputs)
@@ -147,3 +189,8 @@ class ClassificationTask(Task):
             "balanced_accuracy": balanced_accuracy(labels, predictions),
             "macro_auc": macro_auc(labels, probabilities),
         }
+
+
+def proximal_term(parameters: dict[str, torch.Tensor], anchor: dict[str, torch.Tensor], mu: float) -> torch.Tensor:
+    """FedProx's (mu/2) * ||w - w_global||^2 over trained parameters; gradient mu * (w - w_global)."""
+    return 0.5 * mu * sum(torch.sum((parameters[name] - anchor[name]) ** 2) for name in anchor)

@@ -1,0 +1,98 @@
+"""SCAFFOLD (Karimireddy et al., 2020), option II control variates.
+
+The server broadcasts the model x and its control variate c; hospital i keeps c_i (zero at
+first). Local steps use the corrected gradient  y <- y - lr * (g(y) - c_i + c), then
+
+    c_i+ = c_i - c + (x - y_i) / (K * lr)                        (option II, K local steps)
+    x   <- x + lr_g * (1/|S|) sum_i (y_i - x)
+    c   <- c + (|S| / N) * (1/|S|) sum_i (c_i+ - c_i),  where c_i+ - c_i = (x - y_i)/(K lr) - c
+
+Hospitals are weighted uniformly (1/|S|) as in the paper's algorithm. BatchNorm running
+statistics are not gradient-trained: they are averaged directly.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+
+from fedsim.params import Params, is_statistic, is_trained
+from fedsim.protocol import Aggregate, Cohort, Instruction, LocalResult
+from fedsim.strategies.base import Strategy, weighted_instructions
+
+_C = "scaffold.c:"
+_DY = "scaffold.dy:"
+_DC = "scaffold.dc:"
+
+
+class Scaffold(Strategy):
+    name = "scaffold"
+    keeps_hospital_state = True
+
+    def __init__(self, local_lr: float, server_lr: float, num_hospitals: int) -> None:
+        self.local_lr = local_lr
+        self.server_lr = server_lr
+        self.num_hospitals = num_hospitals
+
+    def initial_broadcast(self, params: Params) -> Params:
+        controls = {_C + name: np.zeros_like(array) for name, array in params.items() if is_trained(name, array)}
+        return {**params, **controls}
+
+    def configure(self, round_index: int, cohort: Cohort) -> list[Instruction]:
+        uniform = np.full(len(cohort.hospitals), 1.0 / len(cohort.hospitals))
+        return weighted_instructions(cohort, uniform)
+
+    def model_params(self, broadcast: Params, state: Any = None) -> Params:
+        return {name: array for name, array in broadcast.items() if not name.startswith(_C)}
+
+    def local_settings(self, instruction: Instruction, broadcast: Params, state: Any) -> Mapping[str, Any]:
+        correction = {
+            name[len(_C):]: c if state is None else c - state[name[len(_C):]]
+            for name, c in broadcast.items()
+            if name.startswith(_C)
+        }
+        return {"gradient_correction": correction}
+
+    def _control_step(self, result: LocalResult, broadcast: Params, name: str) -> np.ndarray:
+        """(x - y_i) / (K lr): option II's estimate of the hospital's gradient."""
+        return (broadcast[name].astype(np.float64) - result.params[name]) / (result.steps * self.local_lr)
+
+    def contribution(self, result: LocalResult, instruction: Instruction, broadcast: Params) -> dict[str, np.ndarray]:
+        weight = instruction.weight
+        shares: dict[str, np.ndarray] = {}
+        for name, local in result.params.items():
+            if is_trained(name, local):
+                shares[_DY + name] = weight * (local.astype(np.float64) - broadcast[name])
+                shares[_DC + name] = weight * (self._control_step(result, broadcast, name) - broadcast[_C + name])
+            elif is_statistic(name):
+                shares[name] = weight * local.astype(np.float64)
+        return shares
+
+    def local_state(self, result: LocalResult, instruction: Instruction, broadcast: Params, state: Any) -> tuple[Params, dict[str, float]]:
+        new_state: Params = {}
+        for name, local in result.params.items():
+            if is_trained(name, local):
+                previous = 0.0 if state is None else state[name]
+                step = self._control_step(result, broadcast, name)
+                new_state[name] = (previous - broadcast[_C + name] + step).astype(local.dtype)
+        norm = float(np.sqrt(sum(float(np.sum(v.astype(np.float64) ** 2)) for v in new_state.values())))
+        return new_state, {"control_variate_norm": norm}
+
+    def aggregate(self, round_index: int, broadcast: Params, aggregate: Aggregate) -> tuple[Params, dict[str, float]]:
+        total = aggregate.total
+        if total is None:
+            raise ValueError("SCAFFOLD aggregates on workers and expects a summed total")
+        share = len(aggregate.instructions) / self.num_hospitals
+        updated: Params = {}
+        for name, array in broadcast.items():
+            if name.startswith(_C):
+                updated[name] = (array + share * total[_DC + name[len(_C):]]).astype(array.dtype)
+            elif _DY + name in total:
+                updated[name] = (array + self.server_lr * total[_DY + name]).astype(array.dtype)
+            elif name in total:
+                updated[name] = total[name].astype(array.dtype)
+            else:
+                updated[name] = array
+        norm = float(np.sqrt(sum(float(np.sum(v.astype(np.float64) ** 2)) for k, v in updated.items() if k.startswith(_C))))
+        return updated, {"control_variate_norm": norm}
