@@ -208,7 +208,12 @@ class EngineConfig(_Strict):
 
 
 class EvalConfig(_Strict):
+    """When the new global model is scored, and on which hospitals' own test splits: "all"
+    registered hospitals, or only the round's "sampled" ones (keeps a round's cost proportional
+    to the cohort when thousands of hospitals are registered)."""
+
     every: int = Field(1, ge=1, description="evaluate the global model every N rounds (and after the last)")
+    hospitals: Literal["all", "sampled"] = "all"
     batch_size: int = Field(512, ge=1)
 
 

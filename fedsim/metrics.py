@@ -52,9 +52,11 @@ def cross_entropy(labels: np.ndarray, probabilities: np.ndarray) -> float:
     return float(-np.mean(np.log(np.clip(picked, 1e-12, None)))) if len(labels) else float("nan")
 
 
-def worst_decile_mean(values: np.ndarray) -> float:
+def worst_decile_mean(values: np.ndarray, higher_is_better: bool = True) -> float:
     """Mean of the worst 10% of hospitals (at least one): the fairness floor of a federation."""
     values = np.sort(np.asarray(values, dtype=np.float64)[~np.isnan(values)])
+    if not higher_is_better:
+        values = values[::-1]
     if values.size == 0:
         return float("nan")
     return float(values[: max(1, int(np.ceil(0.1 * values.size)))].mean())

@@ -7,15 +7,16 @@ from pathlib import Path
 
 from fedsim.results import ROUNDS, RunDirectory
 
-_COLUMNS = [
-    ("round", "round", "{:d}"),
-    ("global_accuracy", "accuracy", "{:.3f}"),
-    ("global_balanced_accuracy", "bal. acc", "{:.3f}"),
-    ("global_macro_auc", "macro AUC", "{:.3f}"),
-    ("hospital_accuracy_mean", "hosp. mean", "{:.3f}"),
-    ("hospital_accuracy_worst10", "hosp. worst 10%", "{:.3f}"),
-    ("seconds", "seconds", "{:.2f}"),
-]
+def _columns(names: list[str]) -> list[tuple[str, str, str]]:
+    """(column, heading, format) for the table: global metrics, hospital spread, timing."""
+    chosen = [("round", "round", "{:d}")]
+    chosen += [(n, n.removeprefix("global_"), "{:.3f}") for n in names if n.startswith("global_")]
+    chosen += [
+        (n, n.removeprefix("hospital_").replace("_", " "), "{:.3f}")
+        for n in names
+        if n.startswith("hospital_") and n.endswith(("_mean", "_worst10"))
+    ]
+    return chosen + [("seconds", "seconds", "{:.2f}")]
 
 
 def rounds_to_show(total: int, limit: int = 12) -> list[int]:
@@ -35,7 +36,9 @@ def render_report(path: str | Path) -> str:
     """A markdown table of the run's rounds, with a header saying what ran and how far it got."""
     run = RunDirectory(path)
     config = run.config()
-    rounds = sorted(run.read(ROUNDS).to_pylist(), key=lambda row: row["round"])
+    table = run.read(ROUNDS)
+    columns = _columns(table.column_names)
+    rounds = sorted(table.to_pylist(), key=lambda row: row["round"])
     done = len(rounds)
     status = "complete" if done == config.rounds else f"incomplete: {done} of {config.rounds} rounds finished"
     source = config.data.source
@@ -44,12 +47,12 @@ def render_report(path: str | Path) -> str:
         f"strategy {config.strategy.name}, data {source.kind}, {config.data.hospitals} hospitals "
         f"({config.data.partition.scheme} partition), {config.clients_per_round()} per round, seed {config.seed}",
         "",
-        "| " + " | ".join(title for _, title, _ in _COLUMNS) + " |",
-        "|" + "|".join("---:" for _ in _COLUMNS) + "|",
+        "| " + " | ".join(title for _, title, _ in columns) + " |",
+        "|" + "|".join("---:" for _ in columns) + "|",
     ]
     for index in rounds_to_show(done):
         row = rounds[index]
-        lines.append("| " + " | ".join(_cell(row[key], template) for key, _, template in _COLUMNS) + " |")
+        lines.append("| " + " | ".join(_cell(row[key], template) for key, _, template in columns) + " |")
     if rounds:
         mean_seconds = sum(row["seconds"] for row in rounds) / done
         lines += ["", f"{done} rounds, {mean_seconds:.2f} s per round on average"]

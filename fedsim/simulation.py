@@ -34,7 +34,7 @@ NAN = float("nan")
 class RoundSummary:
     round: int
     seconds: float
-    accuracy: float
+    headline: float  # the task's headline global metric (accuracy for classification), NaN if not evaluated
 
 
 class Simulation:
@@ -90,15 +90,17 @@ class Simulation:
                 strategy_metrics, broadcast_bytes = ray.get([metrics_ref, size_ref])
                 evaluated = round_index % config.eval.every == 0 or round_index == config.rounds
                 if evaluated:
-                    per_hospital, outputs = pool.evaluate(broadcast_ref, all_hospitals, task.global_eval_units())
+                    scored = all_hospitals if config.eval.hospitals == "all" else cohort.hospitals.tolist()
+                    per_hospital, outputs = pool.evaluate(broadcast_ref, scored, task.global_eval_units())
                     global_metrics = task.global_metrics(outputs)
+                    server.observe.remote(round_index, global_metrics, per_hospital)  # runs before the next configure
                 else:
                     per_hospital, global_metrics = {}, {}
                 seconds = time.perf_counter() - started
                 self._write_round(round_index, seconds, reports, per_hospital, global_metrics, strategy_metrics, sent)
-                accuracy = global_metrics.get("accuracy", NAN)
-                summaries.append(RoundSummary(round_index, seconds, accuracy))
-                progress.set_postfix(accuracy=f"{accuracy:.3f}" if evaluated else "-")
+                headline = global_metrics.get(task.headline_metric, NAN)
+                summaries.append(RoundSummary(round_index, seconds, headline))
+                progress.set_postfix({task.headline_metric: f"{headline:.3f}" if evaluated else "-"})
                 progress.update()
         finally:
             progress.close()
@@ -131,19 +133,18 @@ class Simulation:
             round_index,
             ({"round": round_index, "hospital": h, **scores} for h, scores in sorted(per_hospital.items())),
         )
-        accuracies = np.array([per_hospital[h]["accuracy"] for h in sorted(per_hospital)], dtype=np.float64)
-        has_scores = accuracies.size and not np.all(np.isnan(accuracies))
+        task = self.task
+        scores = np.array([per_hospital[h][task.hospital_metric] for h in sorted(per_hospital)], dtype=np.float64)
+        has_scores = bool(scores.size) and not np.all(np.isnan(scores))
+        prefix = f"hospital_{task.hospital_metric}"
         row: dict[str, Any] = {
             "round": round_index,
             "seconds": seconds,
             "hospitals": len(reports),
-            "global_loss": global_metrics.get("loss", NAN),
-            "global_accuracy": global_metrics.get("accuracy", NAN),
-            "global_balanced_accuracy": global_metrics.get("balanced_accuracy", NAN),
-            "global_macro_auc": global_metrics.get("macro_auc", NAN),
-            "hospital_accuracy_mean": float(np.nanmean(accuracies)) if has_scores else NAN,
-            "hospital_accuracy_std": float(np.nanstd(accuracies)) if has_scores else NAN,
-            "hospital_accuracy_worst10": worst_decile_mean(accuracies) if has_scores else NAN,
+            **{f"global_{name}": float(global_metrics.get(name, NAN)) for name in task.global_metric_names},
+            f"{prefix}_mean": float(np.nanmean(scores)) if has_scores else NAN,
+            f"{prefix}_std": float(np.nanstd(scores)) if has_scores else NAN,
+            f"{prefix}_worst10": worst_decile_mean(scores, task.higher_is_better) if has_scores else NAN,
             "bytes_sent": bytes_sent,
             "bytes_received": sum(report.upload_bytes for report in reports),
         }

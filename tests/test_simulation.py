@@ -69,11 +69,14 @@ def _metrics(out: Path, table: str) -> dict:
 
 
 def test_bitwise_identical_metrics_on_one_and_two_workers(ray_cluster, tmp_path: Path) -> None:
-    overrides = ["rounds=2", "sampling.clients_per_round=8", "data.scanner_shift=0.5"]
+    overrides = ["rounds=2", "sampling.clients_per_round=8", "data.scanner_shift=0.5", "eval.hospitals=sampled"]
     one = _run(tmp_path, "one", overrides + ["engine.workers=1"])
     two = _run(tmp_path, "two", overrides + ["engine.workers=2"])
     for table in ("rounds", "clients", "hospital_eval", "partition"):
         assert _metrics(one, table) == _metrics(two, table), table
+    scored = pq.read_table(one / "hospital_eval.parquet").to_pydict()
+    trained = pq.read_table(one / "clients.parquet").to_pydict()
+    assert list(zip(scored["round"], scored["hospital"])) == list(zip(trained["round"], trained["hospital"]))
 
 
 def test_interrupted_run_keeps_every_finished_round(tmp_path: Path) -> None:

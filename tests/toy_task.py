@@ -17,6 +17,9 @@ from fedsim.tasks.base import Task
 
 class ToyTask(Task):
     keeps_hospital_state = True
+    global_metric_names = ("accuracy",)
+    headline_metric = "accuracy"
+    hospital_metric = "accuracy"
 
     def __init__(self, num_hospitals: int = 6, dim: int = 5, noise: float = 0.01) -> None:
         rng = np.random.default_rng(123)

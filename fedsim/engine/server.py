@@ -22,6 +22,9 @@ class ServerCore:
     def configure(self, round_index: int, cohort: Cohort) -> list[Instruction]:
         return self.strategy.configure(round_index, cohort)
 
+    def observe(self, round_index: int, global_metrics: dict[str, float], hospital_metrics: dict[int, dict[str, float]]) -> None:
+        self.strategy.observe(round_index, global_metrics, hospital_metrics)
+
     def aggregate(
         self, round_index: int, instructions: list[Instruction], *partials: FixedPointSum | Collected
     ) -> tuple[Params, dict[str, float], int]:

@@ -58,6 +58,10 @@ class Strategy(ABC):
     def aggregate(self, round_index: int, broadcast: Params, aggregate: Aggregate) -> tuple[Params, dict[str, float]]:
         """The next broadcast, and round-level quantities to log in rounds.parquet."""
 
+    def observe(self, round_index: int, global_metrics: dict[str, float], hospital_metrics: dict[int, dict[str, float]]) -> None:
+        """The evaluation of the round's new model (a learning strategy's feedback); after
+        aggregate, before the next configure."""
+
 
 def sample_shares(cohort: Cohort) -> np.ndarray:
     """n_k / n over the cohort: the usual weights of a weighted average."""

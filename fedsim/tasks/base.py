@@ -9,7 +9,7 @@ randomness from the seed it is given.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
@@ -20,7 +20,15 @@ from fedsim.protocol import Instruction, LocalResult
 
 class Task(ABC):
     #: True when train() returns per-hospital state that must survive until the hospital's next round.
-    keeps_hospital_state: bool = False
+    keeps_hospital_state: ClassVar[bool] = False
+    #: Names of global_metrics(), each logged as global_<name> in rounds.parquet.
+    global_metric_names: ClassVar[tuple[str, ...]]
+    #: The global metric the progress bar shows and compare tables lead with.
+    headline_metric: ClassVar[str]
+    #: The evaluate_hospital() metric summarised across hospitals (mean, std, worst 10%).
+    hospital_metric: ClassVar[str]
+    #: Direction of hospital_metric, so "worst 10%" means the right tail.
+    higher_is_better: ClassVar[bool] = True
 
     @property
     @abstractmethod
@@ -56,7 +64,7 @@ class Task(ABC):
 
     @abstractmethod
     def evaluate_hospital(self, hospital: int, params: Params, state: Any) -> dict[str, float]:
-        """Metrics of `params` on the hospital's own held-out split (must include "accuracy")."""
+        """Metrics of `params` on the hospital's own held-out split (including `hospital_metric`)."""
 
     @abstractmethod
     def global_eval_units(self) -> int:
@@ -69,7 +77,7 @@ class Task(ABC):
 
     @abstractmethod
     def global_metrics(self, outputs: list[Any]) -> dict[str, float]:
-        """Global metrics from all units' outputs, in unit order (must include "accuracy")."""
+        """Global metrics from all units' outputs, in unit order (keys: `global_metric_names`)."""
 
     def partition_table(self) -> pa.Table | None:
         """Per-hospital data statistics to save with the run, if the task has any."""

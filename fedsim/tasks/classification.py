@@ -29,6 +29,10 @@ class ClassificationTask(Task):
     ("local_accuracy" in clients.parquet).
     """
 
+    global_metric_names = ("loss", "accuracy", "balanced_accuracy", "macro_auc")
+    headline_metric = "accuracy"
+    hospital_metric = "accuracy"
+
     def __init__(self, federation: Federation, model_name: str, train: TrainConfig, eval_batch_size: int) -> None:
         self.federation = federation
         self.model_name = model_name
