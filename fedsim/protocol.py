@@ -67,6 +67,7 @@ class Aggregate:
     """
 
     instructions: list[Instruction]
+    reports: list[ClientReport]  # the hospitals' loggable outcomes, in instructions order
     total: dict[str, np.ndarray] | None = None
     each: list[dict[str, np.ndarray]] | None = None
 

@@ -36,9 +36,10 @@ def render_report(path: str | Path) -> str:
     """A markdown table of the run's rounds, with a header saying what ran and how far it got."""
     run = RunDirectory(path)
     config = run.config()
-    table = run.read(ROUNDS)
-    columns = _columns(table.column_names)
-    rounds = sorted(table.to_pylist(), key=lambda row: row["round"])
+    started = run.table_path(ROUNDS).is_dir()
+    table = run.read(ROUNDS) if started else None
+    columns = _columns(table.column_names if table is not None else [])
+    rounds = sorted(table.to_pylist(), key=lambda row: row["round"]) if table is not None else []
     done = len(rounds)
     status = "complete" if done == config.rounds else f"incomplete: {done} of {config.rounds} rounds finished"
     source = config.data.source

@@ -21,6 +21,10 @@ class Stream(IntEnum):
     SCANNER = 4
     DATASET = 5
     LOCAL_WORK = 6
+    SKETCH = 100  # fedmrl's count-sketch projection
+    FEDMRL = 101  # fedmrl's QMIX exploration and replay sampling
+    SCHEDULING_PROFILES = 200  # each hospital's scheduling profile (arrivals, acuity mix, resources)
+    SCHEDULING_EVAL = 201  # the fixed evaluation episodes of the scheduling task
 
 
 def seed_for(run_seed: int, stream: Stream, *keys: int) -> int:

@@ -42,14 +42,15 @@ def _round(task: ToyTask, groups: list[list[int]], seed: int = 7) -> dict[str, n
     strategy = FedAvg()
     server = ServerCore(strategy, task.initial_params(0))
     instructions = server.configure(1, full_cohort(task))
-    partials = []
+    partials, all_reports = [], []
     for group in groups:
         worker = WorkerCore(task, strategy, use_gpu=False, threads=1)
         jobs = [instructions[h] for h in group]
         partial, reports, *states = worker.train(1, seed, server.broadcast, jobs, *[None] * len(jobs))
         assert [r.hospital for r in reports] == group and states == [(1, None)] * len(group)
         partials.append(partial)
-    params, _, _ = server.aggregate(1, instructions, *partials)
+        all_reports += reports
+    params, *_ = server.aggregate(1, instructions, all_reports, *partials)
     return params
 
 

@@ -27,7 +27,7 @@ def _run(ray, workers: int, rounds: int, per_round: int) -> tuple[list[np.ndarra
             instructions = ray.get(server.configure.remote(r, cohort))
             partials, reports = pool.train(r, 3, global_ref, instructions, cohort.sizes)
             assert [rep.metrics["times_trained"] for rep in reports] == [sampled_counts[rep.hospital] for rep in reports]
-            global_ref, _, _ = server.aggregate.options(num_returns=3).remote(r, instructions, *partials)
+            global_ref, _, _, _ = server.aggregate.options(num_returns=4).remote(r, instructions, reports, *partials)
             history.append(ray.get(global_ref)["w"].copy())
         per_hospital, outputs = pool.evaluate(global_ref, list(range(8)), task.global_eval_units())
     finally:

@@ -38,7 +38,7 @@ def one_round(task, strategy: Strategy, cohort, broadcast=None, states=None, gro
         partials.append(partial)
         reports += batch
         new_states.update({j.hospital: s for j, s in zip(jobs, kept)})
-    broadcast, metrics, _ = server.aggregate(1, instructions, *partials)
+    broadcast, metrics, *_ = server.aggregate(1, instructions, reports, *partials)
     return broadcast, reports, new_states, metrics
 
 
@@ -186,7 +186,7 @@ def test_scaffold_option_two_control_variates_by_hand() -> None:
     # two hospitals with the same update: aggregate by hand
     shares = strategy.contribution(result, instruction, broadcast)
     total = {k: 2 * v for k, v in shares.items()}
-    updated, _ = strategy.aggregate(1, broadcast, Aggregate([instruction, instruction], total=total))
+    updated, _ = strategy.aggregate(1, broadcast, Aggregate([instruction, instruction], [], total=total))
     np.testing.assert_allclose(updated["w"], x["w"] + server_lr * (y - x["w"]), rtol=1e-6)
     delta_c = (x["w"] - y) / (steps * lr) - broadcast["scaffold.c:w"]
     np.testing.assert_allclose(updated["scaffold.c:w"], broadcast["scaffold.c:w"] + (2 / n_total) * delta_c, rtol=1e-6)
@@ -215,7 +215,7 @@ def test_adaptive_server_step_matches_hand_computation(variant: str) -> None:
     w = np.array([1.0, 2.0], dtype=np.float32)
     m, v = np.zeros(2), np.full(2, tau**2)
     for delta in (np.array([0.5, -0.2]), np.array([0.1, 0.3])):
-        updated, metrics = strategy.aggregate(1, {"w": w}, Aggregate([], total={"w": delta}))
+        updated, metrics = strategy.aggregate(1, {"w": w}, Aggregate([], [], total={"w": delta}))
         m = b1 * m + (1 - b1) * delta
         v = b2 * v + (1 - b2) * delta**2 if variant == "fedadam" else v - (1 - b2) * delta**2 * np.sign(v - delta**2)
         expected = w + eta * m / (np.sqrt(v) + tau)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -84,14 +84,19 @@ def _is_identity(profile: np.ndarray) -> bool:
 def load_dataset(config: DataConfig, seed: int) -> ImageDataset:
     source = config.source
     if isinstance(source, SyntheticSource):
-        return make_synthetic(
-            num_classes=source.classes,
-            train_samples=source.train_samples,
-            test_samples=source.test_samples,
-            image_size=source.image_size,
-            channels=source.channels,
-            seed=seed_for(seed, Stream.DATASET),
-        )
+        def draw(train_samples: int, stream: int) -> ImageDataset:
+            return make_synthetic(
+                num_classes=source.classes,
+                train_samples=train_samples,
+                test_samples=source.test_samples,
+                image_size=source.image_size,
+                channels=source.channels,
+                seed=seed_for(seed, Stream.DATASET, stream),
+            )
+
+        main = draw(source.train_samples, 0)
+        validation = draw(1, 1).test  # an independent draw, the size of the test split
+        return replace(main, val=validation)
     if isinstance(source, MedMNISTSource):
         return load_medmnist(source.path)
     if isinstance(source, ISIC2018Source):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fedsim.engine.fixed_point import FixedPointSum
 from fedsim.params import Params, params_nbytes
-from fedsim.protocol import Aggregate, Cohort, Collected, Instruction
+from fedsim.protocol import Aggregate, ClientReport, Cohort, Collected, Instruction
 from fedsim.strategies.base import Strategy
 
 
@@ -26,17 +26,19 @@ class ServerCore:
         self.strategy.observe(round_index, global_metrics, hospital_metrics)
 
     def aggregate(
-        self, round_index: int, instructions: list[Instruction], *partials: FixedPointSum | Collected
-    ) -> tuple[Params, dict[str, float], int]:
-        """Fold the workers' partial aggregates into the next broadcast (returned with the
-        strategy's round metrics and the broadcast's size in bytes)."""
+        self, round_index: int, instructions: list[Instruction], reports: list[ClientReport], *partials: FixedPointSum | Collected
+    ) -> tuple[Params, dict[str, float], int, dict[int, dict[str, float]]]:
+        """Fold the workers' partial aggregates into the next broadcast. Returns it with the
+        strategy's round metrics, the broadcast's size in bytes, and per-hospital quantities."""
+        by_hospital = {report.hospital: report for report in reports}
+        ordered = [by_hospital[i.hospital] for i in instructions]
         if self.strategy.aggregates_on_workers:
             total = FixedPointSum()
             for partial in partials:
                 total.merge(partial)  # type: ignore[arg-type]
-            aggregate = Aggregate(instructions, total=total.value())
+            aggregate = Aggregate(instructions, ordered, total=total.value())
         else:
-            by_hospital = {hospital: c for partial in partials for hospital, c in partial}  # type: ignore[union-attr]
-            aggregate = Aggregate(instructions, each=[by_hospital[i.hospital] for i in instructions])
+            contributions = {hospital: c for partial in partials for hospital, c in partial}  # type: ignore[union-attr]
+            aggregate = Aggregate(instructions, ordered, each=[contributions[i.hospital] for i in instructions])
         self.broadcast, metrics = self.strategy.aggregate(round_index, self.broadcast, aggregate)
-        return self.broadcast, metrics, params_nbytes(self.broadcast)
+        return self.broadcast, metrics, params_nbytes(self.broadcast), self.strategy.hospital_metrics()

@@ -58,6 +58,11 @@ class Strategy(ABC):
     def aggregate(self, round_index: int, broadcast: Params, aggregate: Aggregate) -> tuple[Params, dict[str, float]]:
         """The next broadcast, and round-level quantities to log in rounds.parquet."""
 
+    def hospital_metrics(self) -> dict[int, dict[str, float]]:
+        """Per-hospital quantities decided in the last aggregate (e.g. FedMRL's SOM weights),
+        logged beside each hospital's row in clients.parquet."""
+        return {}
+
     def observe(self, round_index: int, global_metrics: dict[str, float], hospital_metrics: dict[int, dict[str, float]]) -> None:
         """The evaluation of the round's new model (a learning strategy's feedback); after
         aggregate, before the next configure."""

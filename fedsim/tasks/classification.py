@@ -12,6 +12,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from fedsim.config import TrainConfig
+from fedsim.data.arrays import ImageSet
 from fedsim.data.federation import Federation
 from fedsim.metrics import accuracy, balanced_accuracy, cross_entropy, macro_auc
 from fedsim.models import build_model
@@ -24,12 +25,14 @@ from fedsim.tasks.base import Task
 class ClassificationTask(Task):
     """One hospital's work: `epochs` of mini-batch SGD on its own images, shuffled by its seed.
 
-    Honours the settings "epochs", "mu" (FedProx's proximal term) and "gradient_correction"
-    (SCAFFOLD). The locally trained model is also scored on the hospital's own test split
-    ("local_accuracy" in clients.parquet).
+    Honours the settings "epochs", "mu" (FedProx's proximal term), "gradient_correction"
+    (SCAFFOLD) and "fairness_lambda" with "global_loss" (FedMRL's fairness term, see
+    `fairness_term`). The locally trained model is also scored on the hospital's own test split
+    ("local_accuracy" in clients.parquet). Global evaluation covers the dataset's test split and,
+    where it has one, its validation split (val_* metrics: what a learning strategy may use).
     """
 
-    global_metric_names = ("loss", "accuracy", "balanced_accuracy", "macro_auc")
+    global_metric_names = ("loss", "accuracy", "balanced_accuracy", "macro_auc", "val_loss", "val_accuracy")
     headline_metric = "accuracy"
     hospital_metric = "accuracy"
 
@@ -106,6 +109,9 @@ class ClassificationTask(Task):
         config, settings = self.train_config, instruction.settings
         epochs = int(settings.get("epochs", config.epochs))
         mu = float(settings.get("mu", 0.0))
+        fairness = float(settings.get("fairness_lambda", 0.0))
+        global_loss = float(settings.get("global_loss", float("nan")))
+        fairness = fairness if np.isfinite(global_loss) else 0.0
         correction = self._on_device(settings.get("gradient_correction"))
         images, labels = self._tensors(hospital, "train")
         model = self._model_with(params)
@@ -124,6 +130,8 @@ class ClassificationTask(Task):
                 batch = order[start : start + config.batch_size]
                 loss = F.cross_entropy(model(images[batch]), labels[batch])
                 objective = loss + proximal_term(trained, anchor, mu) if mu > 0 else loss
+                if fairness > 0:
+                    objective = objective + fairness_term(loss, global_loss, fairness)
                 optimizer.zero_grad(set_to_none=True)
                 objective.backward()
                 if correction:
@@ -133,7 +141,11 @@ class ClassificationTask(Task):
                 loss_sum += float(loss.detach()) * len(batch)
                 steps += 1
         local = self._score(model, *self._tensors(hospital, "test"))
-        metrics = {"train_loss": loss_sum / (count * epochs), "local_accuracy": local["accuracy"]}
+        metrics = {
+            "train_loss": loss_sum / (count * epochs),
+            "local_accuracy": local["accuracy"],
+            "label_entropy": label_entropy(labels.cpu().numpy(), self.federation.dataset.num_classes),
+        }
         return LocalResult(params_of(model), count, steps, metrics)
 
     def _on_device(self, arrays: dict[str, np.ndarray] | None) -> dict[str, torch.Tensor]:
@@ -170,12 +182,24 @@ class ClassificationTask(Task):
         }
 
     # ----- global evaluation ---------------------------------------------------------------
+    def _eval_sets(self) -> list[ImageSet]:
+        dataset = self.federation.dataset
+        return [dataset.test] if dataset.val is None else [dataset.test, dataset.val]
+
+    def _chunks(self, images: ImageSet) -> int:
+        return math.ceil(len(images) / self.eval_batch_size)
+
     def global_eval_units(self) -> int:
-        return math.ceil(len(self.federation.dataset.test) / self.eval_batch_size)
+        """Test-split chunks, then validation-split chunks (fixed size, so any worker split agrees)."""
+        return sum(self._chunks(split) for split in self._eval_sets())
 
     def evaluate_unit(self, unit: int, params: Params, batch_statistics: bool = False) -> np.ndarray:
+        split = self.federation.dataset.test
+        test_units = self._chunks(split)
+        if unit >= test_units:
+            split, unit = self.federation.dataset.val, unit - test_units  # type: ignore[assignment]
         start = unit * self.eval_batch_size
-        images, _ = self.federation.global_test_arrays(start, start + self.eval_batch_size)
+        images = split.images[start : start + self.eval_batch_size].astype(np.float32) / 255.0
         if batch_statistics:  # a throwaway model: this mode strips the BN layers' stored statistics
             model = self._placed_model()
             load_params(model, params)
@@ -184,15 +208,38 @@ class ClassificationTask(Task):
         return self._probabilities(model, torch.from_numpy(images).to(self._device), batch_statistics)
 
     def global_metrics(self, outputs: list[np.ndarray]) -> dict[str, float]:
-        probabilities = np.concatenate(outputs)
-        labels = self.federation.dataset.test.labels
+        dataset = self.federation.dataset
+        test_units = self._chunks(dataset.test)
+        probabilities = np.concatenate(outputs[:test_units])
+        labels = dataset.test.labels
         predictions = probabilities.argmax(axis=1)
-        return {
+        metrics = {
             "loss": cross_entropy(labels, probabilities),
             "accuracy": accuracy(labels, predictions),
             "balanced_accuracy": balanced_accuracy(labels, predictions),
             "macro_auc": macro_auc(labels, probabilities),
+            "val_loss": float("nan"),
+            "val_accuracy": float("nan"),
         }
+        if dataset.val is not None:
+            val_probabilities = np.concatenate(outputs[test_units:])
+            metrics["val_loss"] = cross_entropy(dataset.val.labels, val_probabilities)
+            metrics["val_accuracy"] = accuracy(dataset.val.labels, val_probabilities.argmax(axis=1))
+        return metrics
+
+def fairness_term(loss: torch.Tensor, global_loss: float, strength: float) -> torch.Tensor:
+    """FedMRL's fairness term, lambda * (L_h - L_global)^2, on the batch loss L_h and the global
+    loss the server broadcast. Gradient: 2 * lambda * (L_h - L_global) * grad L_h — it pushes a
+    hospital's loss towards the global one (down when above it, and, less usefully, up when below;
+    the square keeps it smooth where an absolute gap would not be)."""
+    return strength * (loss - global_loss) ** 2
+
+
+def label_entropy(labels: np.ndarray, num_classes: int) -> float:
+    """Entropy of a hospital's label distribution over log(num_classes): 0 one class, 1 balanced."""
+    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+    shares = counts[counts > 0] / max(1.0, counts.sum())
+    return float(-(shares * np.log(shares)).sum() / np.log(num_classes))
 
 
 def proximal_term(parameters: dict[str, torch.Tensor], anchor: dict[str, torch.Tensor], mu: float) -> torch.Tensor:

@@ -1,0 +1,150 @@
+"""FedMRL's three parts pinned down: the QMIX mixer and learner, SOM weights, the fairness term."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from fedsim.config import load_config
+from fedsim.fedmrl.qmix import QMIXSettings, QMIXTeam
+from fedsim.fedmrl.qmix_modules import MonotonicMixer
+from fedsim.fedmrl.replay import JointTransition
+from fedsim.fedmrl.som import SOMWeighting, som_densities
+from fedsim.protocol import Instruction
+from fedsim.simulation import Simulation
+from fedsim.strategies import FedMRL
+from fedsim.tasks.classification import fairness_term
+from fedsim.tasks.factory import build_task
+
+
+def test_mixer_is_monotonic_in_every_agents_q() -> None:
+    torch.manual_seed(0)
+    mixer = MonotonicMixer(state_dim=6, obs_dim=4, embed=8, hidden=16)
+    for agents in (1, 3, 7):
+        q = torch.randn(64, agents, requires_grad=True)
+        mask = (torch.rand(64, agents) > 0.2).float()
+        q_tot = mixer(q, torch.randn(64, 6) * 3, torch.randn(64, agents, 4) * 3, mask)
+        (grad,) = torch.autograd.grad(q_tot.sum(), q)
+        assert torch.all(grad >= 0)
+        assert torch.all(grad[mask == 0] == 0)  # absent agents do not count
+
+
+COORDINATION_GAME = np.array([[10.0, 0.0, 0.0], [0.0, 5.0, 0.0], [0.0, 0.0, 2.0]])  # paid only when both agree
+
+
+def _game_team(seed: int) -> QMIXTeam:
+    return QMIXTeam(QMIXSettings(num_actions=3, obs_dim=2, state_dim=2, max_agents=2, gamma=0.0, batch_size=32,
+                                 updates_per_step=2, epsilon_decay_steps=10**9, seed=seed))
+
+
+def _play(team: QMIXTeam, rounds: int) -> None:
+    obs = np.eye(2, dtype=np.float32)
+    state = np.ones(2, dtype=np.float32)
+    for _ in range(rounds):
+        actions = team.act(obs)  # epsilon stays 1: uniform exploration
+        reward = COORDINATION_GAME[actions[0], actions[1]]
+        team.record(JointTransition(obs, actions, state, reward, np.zeros((0, 2), np.float32), state, True))
+
+
+def test_qmix_learns_the_optimal_joint_action_of_a_coordination_game() -> None:
+    team = _game_team(seed=3)
+    _play(team, rounds=120)
+    assert team.act(np.eye(2, dtype=np.float32), explore=False).tolist() == [0, 0]
+
+
+def test_learner_and_replay_state_restore_exactly() -> None:
+    original = _game_team(seed=5)
+    _play(original, rounds=20)
+    restored = _game_team(seed=99)
+    restored.set_state(original.get_state())
+    _play(original, rounds=5)
+    _play(restored, rounds=5)
+    obs = np.eye(2, dtype=np.float32)
+    assert np.array_equal(original.q_values(obs), restored.q_values(obs))
+    assert len(original.buffer) == len(restored.buffer) == 25
+
+
+def test_som_density_formula_by_hand() -> None:
+    units = np.array([[0.0, 0.0], [0.0, 0.0], [0.0, 1.0], [3.0, 0.0]])
+    squared = np.array([[0, 0, 1, 9], [0, 0, 1, 9], [1, 1, 0, 10], [9, 9, 10, 0]], dtype=float)
+    m = np.median([0, 1, 9, 1, 9, 10])  # pairs of distinct hospitals
+    expected = np.exp(-squared / (2 * m)).mean(axis=1)
+    np.testing.assert_allclose(som_densities(units), expected)
+    assert np.all(som_densities(np.zeros((3, 2))) == 1)
+
+
+def test_som_weights_discount_a_label_flipped_hospital() -> None:
+    config = load_config(None, ["data.source={kind: synthetic, classes: 2, train_samples: 4000, test_samples: 50}",
+                                "data.hospitals=8", "data.partition={scheme: iid}", "train.epochs=1", "strategy=fedmrl"])
+    task = build_task(config)
+    flipped = 5
+    labels = task.federation.dataset.train.labels
+    flip = task.federation.train_parts[flipped]
+    labels.setflags(write=True)
+    labels[flip] = 1 - labels[flip]
+    # outliers show once the model has learned something: start from a briefly pre-trained model
+    start = task.train(0, task.initial_params(0), Instruction(0, 1.0, {"epochs": 3}), None, seed=0).params
+    strategy = FedMRL(config.strategy, total_rounds=1, max_cohort=8, seed=0)
+    sketches = []
+    for hospital in range(8):
+        result = task.train(hospital, start, Instruction(hospital, 1.0), None, seed=hospital)
+        sketches.append(strategy.contribution(result, Instruction(hospital, 1.0, {"mu": 0.0}), start)["sketch"])
+    weights, densities = SOMWeighting(64, 4, seed=0).weights(np.array(sketches), task.hospital_sizes())
+    others = np.delete(weights, flipped)
+    assert weights[flipped] < others.min()
+    np.testing.assert_allclose(weights, task.hospital_sizes() * densities / np.sum(task.hospital_sizes() * densities))
+
+
+def test_fairness_term_gradient_matches_finite_differences() -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Linear(5, 3).double()
+    x, y = torch.randn(16, 5, dtype=torch.float64), torch.randint(0, 3, (16,))
+
+    def objective() -> torch.Tensor:
+        return fairness_term(torch.nn.functional.cross_entropy(model(x), y), global_loss=0.4, strength=0.7)
+
+    objective().backward()
+    analytic = model.weight.grad.clone()
+    numeric = torch.zeros_like(analytic)
+    eps = 1e-6
+    with torch.no_grad():
+        for index in np.ndindex(*analytic.shape):
+            model.weight[index] += eps
+            up = float(objective())
+            model.weight[index] -= 2 * eps
+            down = float(objective())
+            model.weight[index] += eps
+            numeric[index] = (up - down) / (2 * eps)
+    torch.testing.assert_close(analytic, numeric, rtol=1e-5, atol=1e-8)
+
+
+def test_fedmrl_run_logs_mu_and_som_weight_per_hospital(ray_cluster, tmp_path: Path) -> None:
+    config = load_config(None, [
+        "rounds=3", "data.source={kind: synthetic, classes: 3, train_samples: 2000, test_samples: 200}",
+        "data.hospitals=50", "sampling.clients_per_round=10", "train.epochs=1", "strategy=fedmrl",
+    ])
+    Simulation(config, tmp_path / "run", quiet=True).run()
+    clients = pq.read_table(tmp_path / "run" / "clients.parquet").to_pydict()
+    assert len(clients["hospital"]) == 30
+    assert set(clients["mu"]) <= set(config.strategy.mu_grid)
+    for round_index in (1, 2, 3):
+        weights = [w for r, w in zip(clients["round"], clients["som_weight"]) if r == round_index]
+        assert len(weights) == 10 and sum(weights) == pytest.approx(1.0)
+    rounds = pq.read_table(tmp_path / "run" / "rounds.parquet").to_pydict()
+    assert np.isfinite(rounds["strategy_qmix_td_loss"][-1])  # the team learned from stored transitions
+
+
+def test_fedmrl_ablations_switch_parts_off(ray_cluster, tmp_path: Path) -> None:
+    config = load_config(None, [
+        "rounds=2", "data.source={kind: synthetic, classes: 2, train_samples: 400, test_samples: 100}",
+        "data.hospitals=6", "train.epochs=1",
+        "strategy={name: fedmrl, qmix: false, fixed_mu: 0.1, som: false, fairness_lambda: 0}",
+    ])
+    Simulation(config, tmp_path / "ablation", quiet=True).run()
+    clients = pq.read_table(tmp_path / "ablation" / "clients.parquet").to_pydict()
+    assert set(clients["mu"]) == {0.1}
+    np.testing.assert_allclose(clients["som_weight"], clients["weight"])
