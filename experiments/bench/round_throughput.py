@@ -33,21 +33,23 @@ from fedsim.tasks.factory import build_task
 HOSPITALS, TRAIN_PER_HOSPITAL, TEST_PER_HOSPITAL = 100, 200, 50
 
 
+def bench_overrides(rounds: int, workers: int) -> list[str]:
+    """The benchmark setting as config overrides (shared with fedmrl_overhead.py)."""
+    return [
+        f"rounds={rounds}",
+        "data.source={kind: synthetic, classes: 2, "
+        f"train_samples: {HOSPITALS * (TRAIN_PER_HOSPITAL + TEST_PER_HOSPITAL)}, test_samples: 1000}}",
+        f"data.hospitals={HOSPITALS}",
+        "data.partition={scheme: iid}",
+        f"data.local_test_fraction={TEST_PER_HOSPITAL / (TRAIN_PER_HOSPITAL + TEST_PER_HOSPITAL)}",
+        "train={epochs: 1, batch_size: 32, lr: 0.05}",
+        f"engine.workers={workers}",
+        f"eval.every={rounds}",  # global evaluation only after the last round, on both sides
+    ]
+
+
 def bench_config(rounds: int, workers: int):
-    return load_config(
-        None,
-        [
-            f"rounds={rounds}",
-            "data.source={kind: synthetic, classes: 2, "
-            f"train_samples: {HOSPITALS * (TRAIN_PER_HOSPITAL + TEST_PER_HOSPITAL)}, test_samples: 1000}}",
-            f"data.hospitals={HOSPITALS}",
-            "data.partition={scheme: iid}",
-            f"data.local_test_fraction={TEST_PER_HOSPITAL / (TRAIN_PER_HOSPITAL + TEST_PER_HOSPITAL)}",
-            "train={epochs: 1, batch_size: 32, lr: 0.05}",
-            f"engine.workers={workers}",
-            f"eval.every={rounds}",  # global evaluation only after the last round, on both sides
-        ],
-    )
+    return load_config(None, bench_overrides(rounds, workers))
 
 
 def plain_loop(config, rounds: int, channels_last: bool) -> list[float]:

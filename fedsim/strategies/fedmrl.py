@@ -22,7 +22,8 @@ the last round is stored as terminal.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import time
+from typing import Any
 
 import numpy as np
 
@@ -52,6 +53,7 @@ class FedMRL(Strategy):
         self.global_loss = float("nan")
         self.pending: dict[str, Any] | None = None  # this round's decision, waiting for its reward
         self.td_loss = float("nan")
+        self.overhead_seconds = 0.0  # this round's QMIX (act + learn) and SOM time on the server
         self._team: Any = None  # QMIXTeam, built on the server at the first configure
         self._som: SOMWeighting | None = None
         self._last_hospital_metrics: dict[int, dict[str, float]] = {}
@@ -92,6 +94,7 @@ class FedMRL(Strategy):
 
     def configure(self, round_index: int, cohort: Cohort) -> list[Instruction]:
         grid = np.array(self.spec.mu_grid)
+        started = time.perf_counter()
         if self.spec.qmix:
             obs = self.observations(cohort)
             state = self.global_state(obs, round_index)
@@ -102,6 +105,7 @@ class FedMRL(Strategy):
             mus = grid[actions]
         else:
             mus = np.full(len(cohort.hospitals), self.spec.fixed_mu)
+        self.overhead_seconds = time.perf_counter() - started
         instructions = weighted_instructions(
             cohort, sample_shares(cohort), fairness_lambda=self.spec.fairness_lambda, global_loss=self.global_loss
         )
@@ -145,12 +149,14 @@ class FedMRL(Strategy):
             raise ValueError("FedMRL needs each hospital's contribution")
         sizes = np.array([r.num_samples for r in aggregate.reports], dtype=np.float64)
         sketches = np.stack([c[_SKETCH] for c in each])
+        started = time.perf_counter()
         if self.spec.som:
             if self._som is None:
                 self._som = SOMWeighting(self.spec.sketch_dim, self.spec.som_grid, seed_for(self.seed, Stream.FEDMRL, 1))
             weights, densities = self._som.weights(sketches, sizes)
         else:
             weights, densities = sizes / sizes.sum(), np.ones(len(sizes))
+        self.overhead_seconds += time.perf_counter() - started
         updated: Params = {}
         for name, array in broadcast.items():
             if _DELTA + name in each[0]:
@@ -163,6 +169,7 @@ class FedMRL(Strategy):
         cosines = _cosines(sketches, weights @ sketches)
         self._remember(aggregate, weights, densities, cosines)
         metrics = {"mean_mu": float(np.mean([i.settings["mu"] for i in aggregate.instructions])),
+                   "qmix_som_seconds": self.overhead_seconds,
                    "qmix_td_loss": self.td_loss,
                    "qmix_epsilon": self.team().epsilon() if self.spec.qmix else 0.0}
         return updated, metrics
