@@ -10,11 +10,11 @@ each round is the global model plus any strategy extras (e.g. SCAFFOLD's control
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar, Mapping
+from typing import Any, Callable, ClassVar, Mapping
 
 import numpy as np
 
-from fedsim.params import Params
+from fedsim.params import Params, is_statistic
 from fedsim.protocol import Aggregate, Cohort, Instruction, LocalResult
 
 
@@ -79,3 +79,27 @@ def weighted_instructions(cohort: Cohort, weights: np.ndarray, **settings: Any) 
         Instruction(int(h), float(w), {"epochs": int(e), **settings})
         for h, w, e in zip(cohort.hospitals, weights, cohort.epochs)
     ]
+
+
+def require_total(aggregate: Aggregate, strategy: str) -> dict[str, np.ndarray]:
+    """The exact worker-side sum, which strategies that aggregate on workers rely on."""
+    if aggregate.total is None:
+        raise ValueError(f"{strategy} aggregates on workers and expects a summed total")
+    return aggregate.total
+
+
+def step_trained(
+    broadcast: Params, total: dict[str, np.ndarray], step: Callable[[str, np.ndarray, np.ndarray], np.ndarray]
+) -> Params:
+    """The next broadcast for update-based strategies: trained parameters move by
+    `step(name, current, summed)`, normalisation statistics take their summed (weighted-mean)
+    value, and anything not summed stays as it is."""
+    updated: Params = {}
+    for name, array in broadcast.items():
+        if name not in total:
+            updated[name] = array
+        elif is_statistic(name):
+            updated[name] = total[name].astype(array.dtype)
+        else:
+            updated[name] = step(name, array, total[name]).astype(array.dtype)
+    return updated

@@ -17,7 +17,7 @@ import numpy as np
 
 from fedsim.params import Params, is_statistic, is_trained
 from fedsim.protocol import Aggregate, Cohort, Instruction, LocalResult
-from fedsim.strategies.base import Strategy, sample_shares, weighted_instructions
+from fedsim.strategies.base import Strategy, require_total, sample_shares, step_trained, weighted_instructions
 
 
 class FedAdaptive(Strategy):
@@ -42,26 +42,21 @@ class FedAdaptive(Strategy):
         return shares
 
     def aggregate(self, round_index: int, broadcast: Params, aggregate: Aggregate) -> tuple[Params, dict[str, float]]:
-        total = aggregate.total
-        if total is None:
-            raise ValueError(f"{self.name} aggregates on workers and expects a summed total")
-        updated: Params = {}
+        total = require_total(aggregate, self.name)
         step_sq = 0.0
-        for name, array in broadcast.items():
-            if name not in total:
-                updated[name] = array
-            elif is_statistic(name):
-                updated[name] = total[name].astype(array.dtype)
+
+        def adaptive_step(name: str, w: np.ndarray, delta: np.ndarray) -> np.ndarray:
+            nonlocal step_sq
+            m = self.beta1 * self.m.get(name, 0.0) + (1 - self.beta1) * delta
+            v_prev = self.v.get(name, np.full_like(delta, self.tau**2))
+            if self.name == "fedadam":
+                v = self.beta2 * v_prev + (1 - self.beta2) * delta**2
             else:
-                delta = total[name]
-                m = self.beta1 * self.m.get(name, 0.0) + (1 - self.beta1) * delta
-                v_prev = self.v.get(name, np.full_like(delta, self.tau**2))
-                if self.name == "fedadam":
-                    v = self.beta2 * v_prev + (1 - self.beta2) * delta**2
-                else:
-                    v = v_prev - (1 - self.beta2) * delta**2 * np.sign(v_prev - delta**2)
-                self.m[name], self.v[name] = m, v
-                step = self.server_lr * m / (np.sqrt(v) + self.tau)
-                step_sq += float(np.sum(step**2))
-                updated[name] = (array.astype(np.float64) + step).astype(array.dtype)
+                v = v_prev - (1 - self.beta2) * delta**2 * np.sign(v_prev - delta**2)
+            self.m[name], self.v[name] = m, v
+            step = self.server_lr * m / (np.sqrt(v) + self.tau)
+            step_sq += float(np.sum(step**2))
+            return w.astype(np.float64) + step
+
+        updated = step_trained(broadcast, total, adaptive_step)
         return updated, {"server_step_norm": float(np.sqrt(step_sq))}
