@@ -1,11 +1,16 @@
-"""Compare strategies x seeds on one config and print final metrics as mean ± std.
+"""Compare strategies (or any labelled variants) x seeds on one config; print final metrics as mean ± std.
 
     python experiments/compare.py experiments/configs/pneumonia_dirichlet.yaml \
         --strategies fedavg "{name: fedprox, mu: 0.01}" fednova fedbn scaffold --seeds 0 1 2 \
         --out runs/compare-pneumonia
 
-Every run's directory lands under --out/<strategy>/seed-<k>/ (finished ones are reused when the
-command is repeated) and all rounds of all runs are combined into --out/comparison.parquet.
+    python experiments/compare.py experiments/configs/scheduling.yaml \
+        --variants experiments/variants/scheduling_baselines.yaml --seeds 0 1 2 --out runs/compare-scheduling
+
+A variants file maps labels to settings applied on top of the config (e.g. `fifo: {scheduling:
+{policy: fifo}}`). The table's columns come from the task (see fedsim.comparison.FINAL_METRICS).
+Every run's directory lands under --out/<label>/seed-<k>/ (finished ones are reused when the
+command is repeated) and the rows behind the table are combined into --out/comparison.parquet.
 """
 
 from __future__ import annotations
@@ -14,30 +19,33 @@ import argparse
 import sys
 from pathlib import Path
 
-from fedsim.comparison import plan_runs, run_all, summary_table
+from fedsim.comparison import load_variants, plan_variants, run_all, strategy_variant, summary_table
 from fedsim.config import ConfigError
 from fedsim.data.errors import DataError
 from fedsim.engine.cluster import ClusterError
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Compare federated strategies over seeds on one config.")
+    parser = argparse.ArgumentParser(description="Compare federated strategies or other variants over seeds on one config.")
     parser.add_argument("config", nargs="?", help="YAML config (omit for the embedded defaults)")
-    parser.add_argument("--strategies", nargs="+", default=["fedavg", "fedprox", "fednova", "fedbn", "scaffold"])
+    chosen = parser.add_mutually_exclusive_group()
+    chosen.add_argument("--strategies", nargs="+", default=["fedavg", "fedprox", "fednova", "fedbn", "scaffold"])
+    chosen.add_argument("--variants", metavar="FILE", help="YAML mapping of label -> settings (instead of --strategies)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--out", default="runs/compare")
     args = parser.parse_args(argv)
     try:
-        runs = plan_runs(args.config, args.overrides, args.strategies, args.seeds)
+        variants = load_variants(args.variants) if args.variants else [strategy_variant(t) for t in args.strategies]
+        runs = plan_variants(args.config, args.overrides, variants, args.seeds)
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        rounds = run_all(runs, out, quiet=False)
+        rows = run_all(runs, out, quiet=False)
     except (ConfigError, DataError, ClusterError) as error:
         print(f"compare: error: {error}", file=sys.stderr)
         return 2
-    print(summary_table(rounds))
-    print(f"\nall rounds of all runs: {out / 'comparison.parquet'}")
+    print(summary_table(rows, runs[0][2].task))
+    print(f"\nthe rows behind the table, all runs: {out / 'comparison.parquet'}")
     return 0
 
 

@@ -1,8 +1,17 @@
-"""Strategies x seeds on one config: run them, collect their final rounds, tabulate mean ± std."""
+"""Variants x seeds on one config: run them, collect their final rounds, tabulate mean ± std.
+
+A variant is a labelled set of settings applied on top of the config: a strategy
+(`--strategies fedprox`), or anything else from a variants file (a baseline scheduler, a
+centralised learner). The table's columns come from the task: the global metrics for
+classification; for scheduling, each hospital's own evaluation (the policy it would deploy,
+which is what a local-only baseline can be compared on), averaged over hospitals first.
+"""
 
 from __future__ import annotations
 
+import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -13,16 +22,35 @@ import yaml
 
 from fedsim.config import Config, ConfigError, load_config
 from fedsim.engine.cluster import ray_session
-from fedsim.results import ROUNDS, RunDirectory
+from fedsim.results import HOSPITAL_EVAL, ROUNDS, RunDirectory
 from fedsim.simulation import Simulation
 
-#: (rounds.parquet column, table heading)
-FINAL_METRICS = [
-    ("global_accuracy", "accuracy"),
-    ("global_balanced_accuracy", "balanced acc."),
-    ("global_macro_auc", "macro AUC"),
-    ("hospital_accuracy_worst10", "worst-10% hospital acc."),
-]
+#: Per task: the results table the comparison reads, and its (column, table heading) pairs.
+FINAL_METRICS: dict[str, tuple[str, list[tuple[str, str]]]] = {
+    "classification": (
+        ROUNDS,
+        [
+            ("global_accuracy", "accuracy"),
+            ("global_balanced_accuracy", "balanced acc."),
+            ("global_macro_auc", "macro AUC"),
+            ("hospital_accuracy_worst10", "worst-10% hospital acc."),
+        ],
+    ),
+    "scheduling": (
+        HOSPITAL_EVAL,
+        [
+            ("acuity_weighted_wait", "acuity-weighted wait (h)"),
+            ("wait_p95_acuity_1_2", "p95 wait, acuity 1-2 (h)"),
+            ("utilisation", "utilisation"),
+        ],
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Variant:
+    label: str  # names the run directories and the table row
+    overrides: tuple[str, ...]  # --set style assignments applied after the command line's
 
 
 def parse_strategy(text: str) -> dict[str, Any]:
@@ -41,20 +69,53 @@ def strategy_label(spec: dict[str, Any]) -> str:
     return f"{spec['name']}({params})" if params else str(spec["name"])
 
 
+def strategy_variant(text: str) -> Variant:
+    spec = parse_strategy(text)
+    return Variant(strategy_label(spec), (f"strategy={json.dumps(spec)}",))
+
+
+def load_variants(path: str | Path) -> list[Variant]:
+    """A variants file: a YAML mapping of label -> settings (sections as in a config file)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"--variants {path}: file not found")
+    raw = yaml.safe_load(path.read_text())
+    if not isinstance(raw, dict) or not raw:
+        raise ConfigError(f"--variants {path}: expected a mapping of label -> settings")
+    variants = []
+    for label, settings in raw.items():
+        if not isinstance(label, str) or not label or "/" in label:
+            raise ConfigError(f"--variants {path}: {label!r} is not a usable label (a non-empty name without '/')")
+        if not isinstance(settings, dict):
+            raise ConfigError(f"--variants {path}: {label}: expected a mapping of settings, got {settings!r}")
+        variants.append(Variant(label, tuple(f"{key}={json.dumps(value)}" for key, value in settings.items())))
+    return variants
+
+
 def plan_runs(config_path: str | None, overrides: Sequence[str], strategies: Sequence[str], seeds: Sequence[int]) -> list[tuple[str, int, Config]]:
-    """Validate every (strategy, seed) config before anything runs."""
+    """One variant per strategy (see plan_variants)."""
+    return plan_variants(config_path, overrides, [strategy_variant(text) for text in strategies], seeds)
+
+
+def plan_variants(
+    config_path: str | None, overrides: Sequence[str], variants: Sequence[Variant], seeds: Sequence[int]
+) -> list[tuple[str, int, Config]]:
+    """Validate every (variant, seed) config before anything runs."""
     runs = []
-    for text in strategies:
-        spec = parse_strategy(text)
+    for variant in variants:
         for seed in seeds:
-            config = load_config(config_path, [*overrides, f"seed={seed}", f"strategy={yaml.safe_dump(spec, default_flow_style=True).strip()}"])
-            runs.append((strategy_label(spec), seed, config))
+            config = load_config(config_path, [*overrides, *variant.overrides, f"seed={seed}"])
+            runs.append((variant.label, seed, config))
+    tasks = {config.task for _, _, config in runs}
+    if len(tasks) > 1:
+        raise ConfigError(f"task: every variant must run the same task, got {sorted(tasks)}")
     return runs
 
 
 def run_all(runs: list[tuple[str, int, Config]], out: Path, quiet: bool = True) -> pa.Table:
-    """Run each planned simulation under one Ray session (finished runs in `out` are reused)
-    and return all their rounds as one table with `strategy` and `seed` columns."""
+    """Run each planned simulation under one Ray session (finished runs in `out` are reused) and
+    return the rows the table summarises (FINAL_METRICS) of all runs, with `strategy` (the
+    variant's label) and `seed` columns; also written to out/comparison.parquet."""
     tables = []
     largest = max(runs, key=lambda run: run[2].num_workers())[2]
     with ray_session(largest.engine, largest.num_workers()):
@@ -64,10 +125,10 @@ def run_all(runs: list[tuple[str, int, Config]], out: Path, quiet: bool = True) 
                 if not quiet:
                     print(f"running {label} seed {seed} -> {run_dir}", flush=True)
                 Simulation(config, run_dir, quiet=True).run()
-            rounds = RunDirectory(run_dir).read(ROUNDS)
+            rows = RunDirectory(run_dir).read(FINAL_METRICS[config.task][0])
             tables.append(
-                rounds.append_column("strategy", pa.array([label] * rounds.num_rows))
-                .append_column("seed", pa.array([seed] * rounds.num_rows, pa.int64()))
+                rows.append_column("strategy", pa.array([label] * rows.num_rows))
+                .append_column("seed", pa.array([seed] * rows.num_rows, pa.int64()))
             )
     combined = pa.concat_tables(tables, promote_options="default")
     pq.write_table(combined, out / "comparison.parquet")
@@ -83,25 +144,38 @@ def _is_complete(run_dir: Path, config: Config) -> bool:
     return run.read(ROUNDS).num_rows == config.rounds
 
 
-def summary_table(rounds: pa.Table) -> str:
-    """Markdown: final-round metrics per strategy as mean ± sample std over seeds."""
-    rows = rounds.to_pylist()
-    last = max(row["round"] for row in rows)
-    final = [row for row in rows if row["round"] == last]
+def summary_table(rows: pa.Table, task: str = "classification") -> str:
+    """Markdown: final-round metrics per variant as mean ± sample std over seeds (each seed's
+    value first averaged over its rows, i.e. over hospitals for scheduling)."""
+    columns = FINAL_METRICS[task][1]
+    records = rows.to_pylist()
+    last = max(row["round"] for row in records)
+    final = [row for row in records if row["round"] == last]
     labels = list(dict.fromkeys(row["strategy"] for row in final))
     lines = [
-        "| strategy | seeds | " + " | ".join(title for _, title in FINAL_METRICS) + " |",
-        "|---|---:|" + "---:|" * len(FINAL_METRICS),
+        "| strategy | seeds | " + " | ".join(title for _, title in columns) + " |",
+        "|---|---:|" + "---:|" * len(columns),
     ]
     for label in labels:
         mine = [row for row in final if row["strategy"] == label]
-        cells = [_mean_std([row[column] for row in mine]) for column, _ in FINAL_METRICS]
-        lines.append(f"| {label} | {len(mine)} | " + " | ".join(cells) + " |")
+        seeds = list(dict.fromkeys(row["seed"] for row in mine))
+        per_seed = {column: [_mean([row[column] for row in mine if row["seed"] == s]) for s in seeds] for column, _ in columns}
+        cells = [_mean_std(per_seed[column]) for column, _ in columns]
+        lines.append(f"| {label} | {len(seeds)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
+def _finite(values: list[float]) -> np.ndarray:
+    return np.array([v for v in values if v is not None and not math.isnan(v)], dtype=np.float64)
+
+
+def _mean(values: list[float]) -> float:
+    finite = _finite(values)
+    return float(finite.mean()) if finite.size else float("nan")
+
+
 def _mean_std(values: list[float]) -> str:
-    finite = np.array([v for v in values if v is not None and not math.isnan(v)], dtype=np.float64)
+    finite = _finite(values)
     if finite.size == 0:
         return "-"
     spread = finite.std(ddof=1) if finite.size > 1 else 0.0

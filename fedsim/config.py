@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from fedsim.scheduling.config import SchedulingConfig
+
 
 class ConfigError(ValueError):
     """A configuration problem, phrased as one line that names the field."""
@@ -200,8 +202,14 @@ class FedMRLConfig(_Strict):
         return tuple(float(v) for v in values)
 
 
+class LocalOnlyConfig(_Strict):
+    """No federation: every hospital trains and keeps its own model (the local-only baseline)."""
+
+    name: Literal["local_only"]
+
+
 Strategy = Annotated[
-    Union[FedAvgConfig, FedProxConfig, FedNovaConfig, FedBNConfig, ScaffoldConfig, FedAdaptiveConfig, FedMRLConfig],
+    Union[FedAvgConfig, FedProxConfig, FedNovaConfig, FedBNConfig, ScaffoldConfig, FedAdaptiveConfig, LocalOnlyConfig, FedMRLConfig],
     Field(discriminator="name"),
 ]
 
@@ -247,8 +255,14 @@ class EvalConfig(_Strict):
 
 
 class Config(_Strict):
+    """A run. `task` picks the workload: "classification" (images; the `data` and `model` sections)
+    or "scheduling" (patient scheduling; the `scheduling` section, which only that task accepts;
+    `data` and `model` are then ignored, and of `train` only `epochs`, `epochs_mode` and
+    `max_epochs` apply, counted in `scheduling.dqn.steps_per_epoch` environment steps)."""
+
     seed: int = 0
     rounds: int = Field(15, ge=1)
+    task: Literal["classification", "scheduling"] = "classification"
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
@@ -256,35 +270,73 @@ class Config(_Strict):
     sampling: SamplingConfig = SamplingConfig()
     engine: EngineConfig = EngineConfig()
     eval: EvalConfig = EvalConfig()
+    scheduling: SchedulingConfig | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _scheduling_defaults(cls, raw: Any) -> Any:
+        """`task: scheduling` without a scheduling section means its defaults."""
+        if isinstance(raw, dict) and raw.get("task") == "scheduling" and raw.get("scheduling") is None:
+            return {**raw, "scheduling": {}}
+        return raw
 
     @model_validator(mode="after")
     def _consistent(self) -> "Config":
+        self._check_scheduling()
         if isinstance(self.strategy, FedMRLConfig) and self.eval.every != 1:
             raise ValueError(f"eval.every: fedmrl learns from every round's evaluation, expected 1, got {self.eval.every}")
         per_round = self.sampling.clients_per_round
-        if isinstance(per_round, int) and per_round > self.data.hospitals:
+        if isinstance(per_round, int) and per_round > self.num_hospitals():
+            where = "scheduling.hospitals" if self.scheduling else "data.hospitals"
             raise ValueError(
-                f"sampling.clients_per_round: expected at most data.hospitals ({self.data.hospitals}), got {per_round}"
+                f"sampling.clients_per_round: expected at most {where} ({self.num_hospitals()}), got {per_round}"
             )
         source = self.data.source
-        if isinstance(source, SyntheticSource) and self.data.hospitals > source.train_samples:
+        if (
+            self.task == "classification"
+            and isinstance(source, SyntheticSource)
+            and self.data.hospitals > source.train_samples
+        ):
             raise ValueError(
                 f"data.hospitals: expected at most data.source.train_samples ({source.train_samples}), "
                 f"got {self.data.hospitals}"
             )
         return self
 
+    def _check_scheduling(self) -> None:
+        scheduling = self.scheduling
+        if scheduling is None:
+            return
+        if self.task != "scheduling":
+            raise ValueError(f"scheduling: only used when task is scheduling (task is {self.task})")
+        if isinstance(self.strategy, FedMRLConfig):
+            raise ValueError("strategy.name: fedmrl's reward reads classification metrics, which task scheduling has not")
+        if scheduling.policy != "dqn" and not isinstance(self.strategy, FedAvgConfig):
+            raise ValueError(
+                f"strategy.name: scheduling.policy {scheduling.policy} trains nothing; "
+                f"expected fedavg, got {self.strategy.name}"
+            )
+        if scheduling.centralised:
+            if not isinstance(self.strategy, FedAvgConfig):
+                raise ValueError(f"strategy.name: scheduling.centralised needs fedavg, got {self.strategy.name}")
+            if self.sampling.clients_per_round not in ("all", 1.0, scheduling.hospitals):
+                raise ValueError("sampling.clients_per_round: scheduling.centralised needs every hospital every round (all)")
+
+    def num_hospitals(self) -> int:
+        """The federation's size: data.hospitals, or scheduling.hospitals for the scheduling task."""
+        return self.scheduling.hospitals if self.scheduling is not None else self.data.hospitals
+
     def clients_per_round(self) -> int:
         """How many hospitals train each round."""
         per_round = self.sampling.clients_per_round
         if per_round == "all":
-            return self.data.hospitals
+            return self.num_hospitals()
         if isinstance(per_round, float):
-            return max(1, round(per_round * self.data.hospitals))
+            return max(1, round(per_round * self.num_hospitals()))
         return per_round
 
     def num_workers(self) -> int:
-        return self.data.hospitals if self.engine.workers == "per_hospital" else self.engine.workers
+        return self.num_hospitals() if self.engine.workers == "per_hospital" else self.engine.workers
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

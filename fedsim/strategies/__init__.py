@@ -10,6 +10,7 @@ from fedsim.config import (
     FedMRLConfig,
     FedNovaConfig,
     FedProxConfig,
+    LocalOnlyConfig,
     ScaffoldConfig,
 )
 from fedsim.strategies.base import Strategy
@@ -19,6 +20,7 @@ from fedsim.strategies.fedbn import FedBN
 from fedsim.strategies.fedmrl import FedMRL
 from fedsim.strategies.fednova import FedNova
 from fedsim.strategies.fedprox import FedProx
+from fedsim.strategies.local_only import LocalOnly
 from fedsim.strategies.scaffold import Scaffold
 from fedsim.tasks.base import Task
 
@@ -40,7 +42,9 @@ def build_strategy(config: Config, task: Task) -> Strategy:
         return FedAdaptive(spec.name, spec.server_lr, spec.beta1, spec.beta2, spec.tau)
     if isinstance(spec, FedMRLConfig):
         return FedMRL(spec, config.rounds, config.clients_per_round(), config.seed)
+    if isinstance(spec, LocalOnlyConfig):
+        return LocalOnly()
     raise ValueError(f"strategy.name: unsupported strategy {spec!r}")
 
 
-__all__ = ["Strategy", "FedAvg", "FedProx", "FedNova", "FedBN", "Scaffold", "FedAdaptive", "FedMRL", "build_strategy"]
+__all__ = ["Strategy", "FedAvg", "FedProx", "FedNova", "FedBN", "Scaffold", "FedAdaptive", "LocalOnly", "FedMRL", "build_strategy"]

@@ -1,0 +1,39 @@
+"""Local only: no federation, the baseline that shows what federating buys.
+
+Every hospital trains its own model from its previous one (the initial model the first time) and
+keeps it as hospital state; nothing is uploaded and the broadcast never changes. A hospital's own
+model is what its evaluation scores (hospital_eval.parquet), so compare local-only runs on
+hospital-level metrics: the global_* columns keep scoring the never-trained initial model.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from fedsim.params import Params
+from fedsim.protocol import Aggregate, Cohort, Instruction, LocalResult
+from fedsim.strategies.base import Strategy, sample_shares, weighted_instructions
+
+
+class LocalOnly(Strategy):
+    name = "local_only"
+    keeps_hospital_state = True
+
+    def configure(self, round_index: int, cohort: Cohort) -> list[Instruction]:
+        return weighted_instructions(cohort, sample_shares(cohort))
+
+    def model_params(self, broadcast: Params, state: Any = None) -> Params:
+        return broadcast if state is None else state
+
+    def contribution(self, result: LocalResult, instruction: Instruction, broadcast: Params) -> dict[str, np.ndarray]:
+        return {}
+
+    def local_state(
+        self, result: LocalResult, instruction: Instruction, broadcast: Params, state: Any
+    ) -> tuple[Params, dict[str, float]]:
+        return result.params, {}
+
+    def aggregate(self, round_index: int, broadcast: Params, aggregate: Aggregate) -> tuple[Params, dict[str, float]]:
+        return broadcast, {}
