@@ -1,4 +1,4 @@
-"""The `fedsim` command: run a configured simulation, or report on a run directory."""
+"""The `fedsim` command: run a configured simulation, report on a run directory, plot a sweep."""
 
 from __future__ import annotations
 
@@ -20,6 +20,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress bar and no table")
     report = commands.add_parser("report", help="print the results table of a run directory")
     report.add_argument("run_dir")
+    plot = commands.add_parser("plot", help="save a sweep's plots as PNG (see experiments/sweep.py)")
+    plot.add_argument("sweep_dir")
+    plot.add_argument("--out", help="folder for the PNG files (default SWEEP_DIR/plots)")
     return parser
 
 
@@ -47,13 +50,21 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plot(args: argparse.Namespace) -> int:
+    from fedsim.plot import save_plots
+
+    for path in save_plots(args.sweep_dir, args.out):
+        print(path)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from fedsim.data.errors import DataError
     from fedsim.engine.cluster import ClusterError
 
     args = _parser().parse_args(argv)
     try:
-        return _run(args) if args.command == "run" else _report(args)
+        return {"run": _run, "report": _report, "plot": _plot}[args.command](args)
     except (ConfigError, DataError, ClusterError) as error:
         print(f"fedsim: error: {error}", file=sys.stderr)
         return 2

@@ -21,6 +21,7 @@ ROUNDS = "rounds"
 CLIENTS = "clients"
 HOSPITAL_EVAL = "hospital_eval"
 PARTITION = "partition"
+RESOURCES = "resources"  # machine cost per round; not a metric, so it varies run to run
 
 
 class RunDirectory:

@@ -14,13 +14,14 @@ from tqdm import tqdm
 
 from fedsim.config import Config
 from fedsim.engine.cluster import ray_session
+from fedsim.engine.memory import object_store_bytes, peak_rss_bytes
 from fedsim.engine.pool import WorkerPool
 from fedsim.engine.sampling import sample_hospitals
 from fedsim.engine.server import ServerCore
 from fedsim.metrics import worst_decile_mean
 from fedsim.local_work import local_epochs
 from fedsim.protocol import ClientReport, Cohort
-from fedsim.results import CLIENTS, HOSPITAL_EVAL, PARTITION, ROUNDS, RunDirectory
+from fedsim.results import CLIENTS, HOSPITAL_EVAL, PARTITION, RESOURCES, ROUNDS, RunDirectory
 from fedsim.seeding import Stream, seed_for
 from fedsim.strategies import build_strategy
 from fedsim.tasks.base import Task
@@ -98,6 +99,7 @@ class Simulation:
                 else:
                     per_hospital, global_metrics = {}, {}
                 seconds = time.perf_counter() - started
+                self.run_dir.append(RESOURCES, round_index, [_resources_row(round_index, pool)])
                 self._write_round(round_index, seconds, reports, per_hospital, global_metrics, strategy_metrics, sent)
                 headline = global_metrics.get(task.headline_metric, NAN)
                 summaries.append(RoundSummary(round_index, seconds, headline))
@@ -151,6 +153,16 @@ class Simulation:
         }
         row.update({f"strategy_{name}": float(value) for name, value in strategy_metrics.items()})
         self.run_dir.append(ROUNDS, round_index, [row])
+
+
+def _resources_row(round_index: int, pool: WorkerPool) -> dict[str, int]:
+    """What the run costs the machine so far (measured after the round's clock stopped)."""
+    return {
+        "round": round_index,
+        "driver_peak_rss": peak_rss_bytes(),
+        "workers_peak_rss": pool.peak_rss(),
+        "object_store_bytes": object_store_bytes(),
+    }
 
 
 def _client_row(round_index: int, report: ClientReport) -> dict[str, Any]:

@@ -16,8 +16,9 @@ class ClusterError(RuntimeError):
     """The cluster cannot host the requested workers (said in one line, before anything waits)."""
 
 
-def check_resources(engine: EngineConfig, num_workers: int) -> None:
-    """Fail fast where Ray would leave actors pending forever (e.g. GPUs on a GPU-less cluster)."""
+def check_resources(engine: EngineConfig, num_workers: int, driver_cpus: float = 0.0) -> None:
+    """Fail fast where Ray would leave actors pending forever (e.g. GPUs on a GPU-less cluster);
+    `driver_cpus`: CPUs a sweep trial reserves for its own driver besides the workers."""
     total = ray.cluster_resources()
     gpus_needed = num_workers * engine.num_gpus
     if gpus_needed > 0 and total.get("GPU", 0) == 0:
@@ -30,16 +31,17 @@ def check_resources(engine: EngineConfig, num_workers: int) -> None:
             f"engine.num_gpus: {num_workers} workers x {engine.num_gpus} GPU = {gpus_needed:g} GPUs, "
             f"but the cluster has {total.get('GPU', 0):g}; lower engine.workers or engine.num_gpus"
         )
-    cpus_needed = num_workers * engine.num_cpus
+    cpus_needed = driver_cpus + num_workers * engine.num_cpus
     if cpus_needed > total.get("CPU", 0) + 1e-9:
+        driver = f"{driver_cpus:g} for the driver + " if driver_cpus else ""
         raise ClusterError(
-            f"engine.num_cpus: {num_workers} workers x {engine.num_cpus} CPU = {cpus_needed:g} CPUs, "
+            f"engine.num_cpus: {driver}{num_workers} workers x {engine.num_cpus} CPU = {cpus_needed:g} CPUs, "
             f"but the cluster has {total.get('CPU', 0):g}; lower engine.workers or engine.num_cpus"
         )
 
 
 @contextmanager
-def ray_session(engine: EngineConfig, num_workers: int) -> Iterator[None]:
+def ray_session(engine: EngineConfig, num_workers: int, driver_cpus: float = 0.0) -> Iterator[None]:
     """Use the running Ray, else join RAY_ADDRESS (as under `ray job submit`), else start a local
     cluster sized for the pool; shut down only what was started here."""
     started = False
@@ -47,11 +49,11 @@ def ray_session(engine: EngineConfig, num_workers: int) -> Iterator[None]:
         if os.environ.get("RAY_ADDRESS"):
             ray.init(logging_level="WARNING")
         else:
-            cpus = max(os.cpu_count() or 1, math.ceil(num_workers * engine.num_cpus))
+            cpus = max(os.cpu_count() or 1, math.ceil(driver_cpus + num_workers * engine.num_cpus))
             ray.init(num_cpus=cpus, include_dashboard=False, logging_level="WARNING")
         started = True
     try:
-        check_resources(engine, num_workers)
+        check_resources(engine, num_workers, driver_cpus)
         yield
     finally:
         if started:

@@ -81,6 +81,10 @@ class WorkerPool:
             outputs.update(zip(units, unit_outputs))
         return per_hospital, [outputs[unit] for unit in range(num_units)]
 
+    def peak_rss(self) -> int:
+        """Sum of the workers' peak resident memory (bytes)."""
+        return sum(ray.get([worker.peak_rss.remote() for worker in self.workers]))
+
     def shutdown(self) -> None:
         for worker in self.workers:
             ray.kill(worker)

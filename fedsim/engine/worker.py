@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from fedsim.engine.fixed_point import FixedPointSum
+from fedsim.engine.memory import peak_rss_bytes
 from fedsim.params import Params
 from fedsim.protocol import ClientReport, Collected, HospitalState, Instruction
 from fedsim.seeding import Stream, seed_for
@@ -95,3 +96,7 @@ class WorkerCore:
         batch_statistics = strategy.global_eval_batch_statistics
         outputs = [self.task.evaluate_unit(unit, global_params, batch_statistics) for unit in units]
         return per_hospital, outputs
+
+    def peak_rss(self) -> int:
+        """Peak resident memory of this worker's process, for the run's resources table."""
+        return peak_rss_bytes()

@@ -1,0 +1,297 @@
+"""Sweeps: a grid of fedsim runs (hospitals x heterogeneity x strategy x seed) on Ray Tune.
+
+Each trial reserves a placement group sized for its own run: one bundle for its driver and one
+per worker (`engine.num_cpus`, `engine.num_gpus`). Tune starts a trial only once its whole group is
+placed, and runs the trial's driver inside it with child capture on, so the worker actors land in
+the trial's own bundles: a sweep fills a cluster and never deadlocks on half-started trials.
+
+A sweep directory holds
+    results/hospitals=100/alpha=0.5/strategy=fedavg/seed=0/part-0.parquet   one dataset, hive-partitioned
+    runs/hospitals=100/alpha=0.5/strategy=fedavg/seed=0/                     each trial's run directory
+    tune/                                                                    Tune's own logs
+A trial's results part is written (atomically) only after its run finished, so running the same
+sweep again skips finished trials and reruns only the missing or interrupted ones.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from fedsim.config import Config, ConfigError, _one_line, load_config, merge_settings, parse_config
+from fedsim.results import RESOURCES, ROUNDS, RunDirectory
+
+if TYPE_CHECKING:
+    from ray.tune import PlacementGroupFactory
+
+#: Partition keys in directory order; a sweep uses those its grid names.
+AXES = ("hospitals", "alpha", "eta", "strategy", "seed")
+NULL = "__HIVE_DEFAULT_PARTITION__"  # pyarrow's hive spelling of "not set" (alpha of a shard trial)
+RESULTS, RUNS, TUNE = "results", "runs", "tune"
+PART = "part-0.parquet"
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Grid(_Spec):
+    """Values of each swept parameter; an axis left out keeps the base config's value.
+    `alpha` gives Dirichlet label-skew trials and `eta` FedMRL shard trials (both may be given)."""
+
+    hospitals: list[Annotated[int, Field(ge=1)]] | None = None
+    alpha: list[float] | None = None
+    eta: list[float] | None = None
+    strategy: list[str | dict[str, Any]] | None = None
+    seed: list[int] | None = None
+
+
+class SweepSpec(_Spec):
+    """A sweep file: a base fedsim config, overrides for every trial, and the grid."""
+
+    base: str | None = Field(None, description="fedsim config YAML (relative to the working directory)")
+    set: list[str] = Field(default_factory=list, description="KEY=VALUE overrides applied to every trial")
+    samples_per_hospital: int | None = Field(None, ge=1, description="synthetic data grows with the hospitals")
+    driver_cpus: float = Field(1.0, gt=0, description="CPUs each trial reserves for its driver")
+    grid: Grid
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One grid point: its partition keys (in AXES order, None where not set) and its config."""
+
+    keys: dict[str, Any]
+    config: Config
+
+    @property
+    def label(self) -> str:
+        return hive_path(self.keys)
+
+
+@dataclass
+class SweepOutcome:
+    ran: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # finished by an earlier invocation
+    failed: dict[str, str] = field(default_factory=dict)  # label -> one-line error
+
+
+def hive_path(keys: dict[str, Any]) -> str:
+    """Relative hive path of a grid point, e.g. hospitals=100/alpha=0.5/strategy=fedavg/seed=0."""
+    return "/".join(f"{axis}={_key_text(value)}" for axis, value in keys.items())
+
+
+def load_sweep(path: str | Path) -> SweepSpec:
+    """Read and validate a sweep file, or raise ConfigError naming the file and field."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: sweep file not found")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError:
+        raise ConfigError(f"{path}: is not valid YAML") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping with at least `grid:`")
+    try:
+        spec = SweepSpec.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(f"{path}: {_one_line(error)}") from None
+    if not any(values for values in spec.grid.model_dump().values()):
+        raise ConfigError(f"{path}: grid: name at least one axis ({', '.join(AXES)}) with values")
+    return spec
+
+
+def expand(spec: SweepSpec) -> list[Trial]:
+    """Every grid point as a validated trial (bad combinations fail here, before Ray starts)."""
+    base = load_config(spec.base, spec.set).to_dict()
+    base["data"]["source"] = _absolute_paths(base["data"]["source"])  # Tune runs trials in their own folders
+    if spec.samples_per_hospital is not None and base["data"]["source"]["kind"] != "synthetic":
+        raise ConfigError("samples_per_hospital: only for data.source.kind synthetic")
+    grid = spec.grid
+    heterogeneity: list[tuple[str | None, float | None]] = [("alpha", a) for a in grid.alpha or []]
+    heterogeneity += [("eta", e) for e in grid.eta or []]
+    axes = [axis for axis in AXES if getattr(grid, axis)]
+    trials = []
+    for hospitals, (scheme, level), strategy, seed in itertools.product(
+        grid.hospitals or [None], heterogeneity or [(None, None)], grid.strategy or [None], grid.seed or [None]
+    ):
+        point = {"hospitals": hospitals, "alpha": level if scheme == "alpha" else None,
+                 "eta": level if scheme == "eta" else None, "strategy": strategy, "seed": seed}
+        keys = {axis: _strategy_name(point[axis]) if axis == "strategy" else point[axis] for axis in axes}
+        try:
+            config = parse_config(_trial_settings(base, point, spec.samples_per_hospital))
+        except ConfigError as error:
+            raise ConfigError(f"sweep trial {hive_path(keys)}: {error}") from None
+        trials.append(Trial(keys, config))
+    labels = [trial.label for trial in trials]
+    duplicates = sorted({label for label in labels if labels.count(label) > 1})
+    if duplicates:
+        raise ConfigError(f"grid.strategy: two entries share the name in {duplicates[0]}; sweep one per name")
+    return trials
+
+
+def run_sweep(spec: SweepSpec, out: str | Path, *, verbose: int = 1) -> SweepOutcome:
+    """Run the trials of `spec` that `out` does not hold yet; returns what ran, was skipped, failed."""
+    from ray import tune
+
+    from fedsim.engine.cluster import ray_session
+
+    out = Path(out).resolve()
+    trials = expand(spec)
+    outcome = SweepOutcome()
+    pending = []
+    for trial in trials:
+        if _finished(out, trial):
+            outcome.skipped.append(trial.label)
+        else:
+            _clear_leftovers(out, trial)
+            pending.append(trial)
+    if not pending:
+        return outcome
+    by_label = {trial.label: trial.config.to_dict() for trial in pending}
+    largest = max(pending, key=lambda trial: trial.config.num_workers())
+    with ray_session(largest.config.engine, largest.config.num_workers(), spec.driver_cpus):
+        tuner = tune.Tuner(
+            tune.with_resources(
+                tune.with_parameters(_run_trial, configs=by_label, out=str(out)),
+                resources=lambda params: trial_resources(parse_config(by_label[params["trial"]]), spec.driver_cpus),
+            ),
+            param_space={"trial": tune.grid_search(list(by_label))},
+            tune_config=tune.TuneConfig(trial_dirname_creator=lambda trial: f"trial-{trial.trial_id}"),
+            run_config=tune.RunConfig(
+                name=time.strftime("sweep-%Y%m%d-%H%M%S"), storage_path=str(out / TUNE), verbose=verbose
+            ),
+        )
+        for result in tuner.fit():
+            label = result.config["trial"]
+            if result.error is None:
+                outcome.ran.append(label)
+            else:
+                outcome.failed[label] = _last_line(result.error)
+    return outcome
+
+
+def trial_resources(config: Config, driver_cpus: float) -> PlacementGroupFactory:
+    """The trial's placement group: its driver, then one bundle per worker."""
+    from ray import tune
+
+    worker = {"CPU": config.engine.num_cpus}
+    if config.engine.num_gpus:
+        worker["GPU"] = config.engine.num_gpus
+    return tune.PlacementGroupFactory([{"CPU": driver_cpus}] + [dict(worker)] * config.num_workers())
+
+
+def read_results(sweep_dir: str | Path) -> pa.Table:
+    """The whole sweep as one table: one row per trial and round, partition keys as columns
+    (alpha and eta as floats; pyarrow's hive discovery alone reads decimals as strings)."""
+    table = ds.dataset(Path(sweep_dir) / RESULTS, partitioning="hive").to_table()
+    for axis in ("alpha", "eta"):
+        if axis in table.column_names:
+            index = table.column_names.index(axis)
+            table = table.set_column(index, axis, pc.cast(table[axis], pa.float64()))
+    return table
+
+
+def trial_table(run_dir: str | Path) -> pa.Table:
+    """A finished run's rounds joined with its resources, as the trial's rows in `results/`.
+
+    The rounds' `hospitals` (trained this round) becomes `hospitals_trained`, since `hospitals`
+    is the partition key (hospitals registered)."""
+    run = RunDirectory(run_dir)
+    rounds = run.read(ROUNDS)
+    rounds = rounds.rename_columns(["hospitals_trained" if name == "hospitals" else name for name in rounds.column_names])
+    joined = rounds.join(run.read(RESOURCES), "round", join_type="left outer")
+    return joined.sort_by("round")
+
+
+def _run_trial(params: dict[str, Any], configs: dict[str, dict[str, Any]], out: str) -> None:
+    """One Tune trial: run the simulation into runs/<label>, then publish its results part."""
+    from ray import tune
+
+    from fedsim.simulation import Simulation
+
+    label = params["trial"]
+    run_dir = Path(out) / RUNS / label
+    summaries = Simulation(parse_config(configs[label]), run_dir, quiet=True).run()
+    part = Path(out) / RESULTS / label / PART
+    part.parent.mkdir(parents=True, exist_ok=True)
+    temporary = part.with_name(f".{PART}.tmp")
+    pq.write_table(trial_table(run_dir), temporary)
+    os.replace(temporary, part)
+    tune.report({
+        "rounds": len(summaries),
+        "headline": summaries[-1].headline,
+        "seconds_per_round": sum(s.seconds for s in summaries) / len(summaries),
+    })
+
+
+def _finished(out: Path, trial: Trial) -> bool:
+    """Whether an earlier invocation finished this trial (with this very config)."""
+    if not (out / RESULTS / trial.label / PART).is_file():
+        return False
+    run = RunDirectory(out / RUNS / trial.label)
+    if not (run.path / "config.yaml").is_file() or run.config() != trial.config:
+        raise ConfigError(
+            f"{out / RESULTS / trial.label}: holds a finished trial with another config; "
+            "sweep into a new --out (or delete that trial's results and run folders)"
+        )
+    return True
+
+
+def _clear_leftovers(out: Path, trial: Trial) -> None:
+    """An interrupted trial starts afresh: drop its partial run directory and temporary part."""
+    for leftover in (out / RUNS / trial.label, out / RESULTS / trial.label):
+        if leftover.exists():
+            shutil.rmtree(leftover)
+
+
+def _trial_settings(base: dict[str, Any], point: dict[str, Any], samples_per_hospital: int | None) -> dict[str, Any]:
+    """The base settings with one grid point applied."""
+    update: dict[str, Any] = {}
+    data: dict[str, Any] = {}
+    if point["hospitals"] is not None:
+        data["hospitals"] = point["hospitals"]
+    if point["alpha"] is not None:
+        data["partition"] = {"scheme": "dirichlet", "alpha": point["alpha"]}
+    if point["eta"] is not None:
+        data["partition"] = {"scheme": "shards", "eta": point["eta"]}
+    if samples_per_hospital is not None:
+        data["source"] = {"train_samples": samples_per_hospital * data.get("hospitals", base["data"]["hospitals"])}
+    if data:
+        update["data"] = data
+    if point["strategy"] is not None:
+        update["strategy"] = point["strategy"]
+    if point["seed"] is not None:
+        update["seed"] = point["seed"]
+    return merge_settings(base, update)
+
+
+def _absolute_paths(source: dict[str, Any]) -> dict[str, Any]:
+    """A file-based source with its path made absolute against the current directory."""
+    return {key: os.path.abspath(value) if key in ("path", "root") else value for key, value in source.items()}
+
+
+def _strategy_name(strategy: str | dict[str, Any] | None) -> str | None:
+    return strategy.get("name") if isinstance(strategy, dict) else strategy
+
+
+def _key_text(value: Any) -> str:
+    if value is None:
+        return NULL
+    return repr(float(value)) if isinstance(value, float) else str(value)
+
+
+def _last_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__

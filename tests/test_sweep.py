@@ -1,0 +1,167 @@
+"""Sweeps on Ray Tune: one hive-partitioned dataset, resume without rerunning, plots and notebook."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+from pathlib import Path
+
+import pyarrow.dataset as ds
+import pytest
+import yaml
+
+from fedsim.cli import main as fedsim_main
+from fedsim.config import ConfigError, load_config
+from fedsim.sweep import RESULTS, RUNS, SweepSpec, expand, load_sweep, run_sweep, trial_resources
+
+REPO = Path(__file__).resolve().parents[1]
+# Each trial reserves half a CPU for its driver and half for its worker: on the 2-CPU test cluster
+# the two trials' placement groups, placed together, hold every CPU, so a worker scheduled outside
+# its own trial's group would wait forever.
+TINY = {
+    "set": [
+        "rounds=2",
+        "data.source={kind: synthetic, classes: 3, train_samples: 600, test_samples: 200}",
+        "train.epochs=1",
+        "engine.workers=1",
+        "engine.num_cpus=0.5",
+        "eval.every=2",
+    ],
+    "samples_per_hospital": 40,
+    "driver_cpus": 0.5,
+    "grid": {"hospitals": [5], "alpha": [0.5], "eta": [0.8], "strategy": ["fedavg"], "seed": [0]},
+}
+ALPHA_TRIAL = "hospitals=5/alpha=0.5/eta=__HIVE_DEFAULT_PARTITION__/strategy=fedavg/seed=0"
+ETA_TRIAL = "hospitals=5/alpha=__HIVE_DEFAULT_PARTITION__/eta=0.8/strategy=fedavg/seed=0"
+
+
+def _spec(tmp_path: Path, spec: dict, name: str = "sweep.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+@pytest.fixture(scope="module")
+def sweep_dir(ray_cluster, tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("sweep")
+    outcome = run_sweep(load_sweep(_spec(folder, TINY)), folder / "out", verbose=0)
+    assert sorted(outcome.ran) == sorted([ALPHA_TRIAL, ETA_TRIAL]) and not outcome.failed, outcome
+    return folder / "out"
+
+
+def test_trials_land_in_one_hive_partitioned_dataset(sweep_dir: Path) -> None:
+    table = ds.dataset(sweep_dir / RESULTS, partitioning="hive").to_table()
+    rows = table.to_pylist()
+    assert len(rows) == 2 * 2  # two trials x two rounds
+    assert {"hospitals", "alpha", "eta", "strategy", "seed"} <= set(table.column_names)
+    by_scheme = {row["alpha"] is None: row for row in rows}
+    assert by_scheme[False]["alpha"] == "0.5" and by_scheme[False]["eta"] is None  # hive reads decimals as text
+    assert by_scheme[True]["eta"] == "0.8"
+    for row in rows:
+        assert row["hospitals"] == 5 and row["strategy"] == "fedavg" and row["seed"] == 0
+        assert row["seconds"] > 0 and row["bytes_sent"] > 0 and row["bytes_received"] > 0
+        assert row["driver_peak_rss"] > 0 and row["workers_peak_rss"] > 0 and row["object_store_bytes"] > 0
+        assert row["hospitals_trained"] == 5
+    evaluated = [row for row in rows if row["round"] == 2]
+    assert all(0 <= row["global_accuracy"] <= 1 for row in evaluated)
+    for label in (ALPHA_TRIAL, ETA_TRIAL):
+        assert (sweep_dir / RUNS / label / "config.yaml").is_file()
+    alpha_config = yaml.safe_load((sweep_dir / RUNS / ALPHA_TRIAL / "config.yaml").read_text())
+    assert alpha_config["data"]["partition"]["alpha"] == 0.5 and alpha_config["data"]["source"]["train_samples"] == 200
+
+
+def test_rerun_skips_finished_trials_and_reruns_interrupted_ones(sweep_dir: Path, tmp_path: Path) -> None:
+    finished = next((sweep_dir / RESULTS / ALPHA_TRIAL).glob("part-*.parquet"))
+    finished_stamp = finished.stat().st_mtime_ns
+    # What an interruption of the eta trial leaves: a run directory with only its first round, no results part.
+    shutil.rmtree(sweep_dir / RESULTS / ETA_TRIAL)
+    for part in (sweep_dir / RUNS / ETA_TRIAL).glob("*.parquet/part-000002.parquet"):
+        part.unlink()
+    outcome = run_sweep(load_sweep(_spec(tmp_path, TINY)), sweep_dir, verbose=0)
+    assert outcome.skipped == [ALPHA_TRIAL] and outcome.ran == [ETA_TRIAL] and not outcome.failed
+    assert finished.stat().st_mtime_ns == finished_stamp
+    rounds = ds.dataset(sweep_dir / RESULTS / ETA_TRIAL).to_table().column("round").to_pylist()
+    assert sorted(rounds) == [1, 2]
+
+
+def test_a_changed_config_never_mixes_into_finished_trials(sweep_dir: Path, tmp_path: Path) -> None:
+    changed = {**TINY, "set": TINY["set"] + ["train.lr=0.01"]}
+    with pytest.raises(ConfigError, match="holds a finished trial with another config"):
+        run_sweep(load_sweep(_spec(tmp_path, changed)), sweep_dir, verbose=0)
+
+
+def test_plot_command_writes_readable_pngs(sweep_dir: Path, tmp_path: Path, capsys) -> None:
+    assert fedsim_main(["plot", str(sweep_dir), "--out", str(tmp_path / "plots")]) == 0
+    written = [Path(line) for line in capsys.readouterr().out.split()]
+    assert [path.name for path in written] == [
+        "accuracy_vs_round.png", "worst_decile_vs_heterogeneity.png", "cost_vs_hospitals.png"
+    ]
+    for path in written:
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 20_000
+
+
+def test_plot_command_rejects_a_folder_without_results(tmp_path: Path, capsys) -> None:
+    assert fedsim_main(["plot", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip() == f"fedsim: error: {tmp_path}: not a sweep directory (expected results/ inside)"
+    (tmp_path / RESULTS).mkdir()
+    assert fedsim_main(["plot", str(tmp_path)]) == 2
+    assert "no finished trial yet" in capsys.readouterr().err
+
+
+def test_notebook_runs_headless_on_the_sweep(sweep_dir: Path, monkeypatch) -> None:
+    nbclient = pytest.importorskip("nbclient")
+    nbformat = pytest.importorskip("nbformat")
+    monkeypatch.setenv("FEDSIM_SWEEP_DIR", str(sweep_dir))
+    notebook = nbformat.read(REPO / "notebooks" / "analysis.ipynb", as_version=4)
+    nbclient.NotebookClient(notebook, timeout=120, resources={"metadata": {"path": str(REPO / "notebooks")}}).execute()
+    images = [cell for cell in notebook.cells if cell.cell_type == "code"
+              and any("image/png" in output.get("data", {}) for output in cell.outputs)]
+    assert len(images) == 3
+    assert "2 trials, 4 rows" in "".join(output.get("text", "") for cell in notebook.cells for output in cell.get("outputs", []))
+
+
+def test_placement_group_holds_the_driver_and_every_worker() -> None:
+    config = load_config(None, ["engine.workers=3", "engine.num_cpus=0.5", "engine.num_gpus=0.25"])
+    assert trial_resources(config, 1.0).bundles == [{"CPU": 1.0}] + [{"CPU": 0.5, "GPU": 0.25}] * 3
+
+
+def test_a_trial_larger_than_the_cluster_is_refused_up_front(ray_cluster) -> None:
+    from fedsim.config import EngineConfig
+    from fedsim.engine.cluster import ClusterError, check_resources
+
+    check_resources(EngineConfig(num_cpus=1), 1, driver_cpus=1)  # exactly the 2-CPU test cluster
+    with pytest.raises(ClusterError, match=r"engine.num_cpus: 1 for the driver \+ 2 workers x 1.0 CPU = 3 CPUs"):
+        check_resources(EngineConfig(num_cpus=1), 2, driver_cpus=1)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"grid": {"hospitals": [0]}}, "sweep.yaml: grid.hospitals.0: Input should be greater than or equal to 1"),
+        ({"grid": {"hopsitals": [5]}}, "sweep.yaml: grid.hopsitals: unknown key"),
+        ({"grid": {}}, "sweep.yaml: grid: name at least one axis"),
+        ({"grid": {"hospitals": [5, 2]}, "set": ["sampling.clients_per_round=3"]},
+         "sweep trial hospitals=2: sampling.clients_per_round: expected at most data.hospitals (2), got 3"),
+        ({"grid": {"strategy": ["fedprox", {"name": "fedprox", "mu": 0.5}]}}, "grid.strategy: two entries share"),
+    ],
+)
+def test_bad_sweep_files_stop_with_one_line(change: dict, message: str, tmp_path: Path) -> None:
+    spec = {**TINY, **change}
+    with pytest.raises(ConfigError) as error:
+        expand(load_sweep(_spec(tmp_path, spec)))
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_sweep_command_reports_errors_in_one_line(tmp_path: Path, capsys) -> None:
+    module_spec = importlib.util.spec_from_file_location("sweep_cli", REPO / "experiments" / "sweep.py")
+    cli = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(cli)
+    assert cli.main([str(tmp_path / "missing.yaml"), "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.strip() == f"sweep: error: {tmp_path / 'missing.yaml'}: sweep file not found"
+
+
+def test_unswept_axes_keep_the_base_values() -> None:
+    spec = SweepSpec.model_validate({"set": ["data.hospitals=7", "seed=3"], "grid": {"strategy": ["fedavg", "fedprox"]}})
+    trials = expand(spec)
+    assert [trial.label for trial in trials] == ["strategy=fedavg", "strategy=fedprox"]
+    assert {trial.config.data.hospitals for trial in trials} == {7} and {trial.config.seed for trial in trials} == {3}
