@@ -20,9 +20,10 @@ from fedsim.params import Params
 from fedsim.torch_params import load_params, params_of
 from fedsim.protocol import Instruction, LocalResult
 from fedsim.tasks.base import Task
+from fedsim.tasks.worker_local import WorkerLocalTorch
 
 
-class ClassificationTask(Task):
+class ClassificationTask(WorkerLocalTorch, Task):
     """One hospital's work: `epochs` of mini-batch SGD on its own images, shuffled by its seed.
 
     Honours the settings "epochs", "mu" (FedProx's proximal term), "gradient_correction"
@@ -31,6 +32,8 @@ class ClassificationTask(Task):
     ("local_accuracy" in clients.parquet). Global evaluation covers the dataset's test split and,
     where it has one, its validation split (val_* metrics: what a learning strategy may use).
     """
+
+    worker_local = ("_model",)
 
     global_metric_names = ("loss", "accuracy", "balanced_accuracy", "macro_auc", "val_loss", "val_accuracy")
     headline_metric = "accuracy"
@@ -43,16 +46,6 @@ class ClassificationTask(Task):
         self.eval_batch_size = eval_batch_size
         self._device = torch.device("cpu")
         self._model: nn.Module | None = None  # built lazily on each worker, never pickled
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_model"] = None
-        state["_device"] = "cpu"
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._device = torch.device(state["_device"])
 
     # ----- shape of the federation ---------------------------------------------------------
     @property

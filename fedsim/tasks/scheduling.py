@@ -37,12 +37,14 @@ from fedsim.scheduling.profiles import profiles_table, sample_profiles
 from fedsim.scheduling.rollout import run_episode
 from fedsim.seeding import Stream, seed_for
 from fedsim.tasks.base import Task
+from fedsim.tasks.worker_local import WorkerLocalTorch
 from fedsim.torch_params import load_params, params_of
 
 _GLOBAL, _LOCAL = 0, 1  # keys of the two evaluation seed streams
 
 
-class SchedulingTask(Task):
+class SchedulingTask(WorkerLocalTorch, Task):
+    worker_local = ("_networks",)
     keeps_hospital_state = True
     global_metric_names = METRIC_NAMES
     headline_metric = "acuity_weighted_wait"
@@ -56,16 +58,6 @@ class SchedulingTask(Task):
         self.profiles = sample_profiles(config.profiles, config.env, config.hospitals, run_seed)
         self._device = torch.device("cpu")
         self._networks: tuple[QNetwork, QNetwork] | None = None  # (online, target), built lazily on each worker
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_networks"] = None
-        state["_device"] = "cpu"
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._device = torch.device(state["_device"])
 
     # ----- shape of the federation ---------------------------------------------------------
     @property
