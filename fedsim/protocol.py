@@ -25,7 +25,8 @@ class Instruction:
     """What the strategy tells one sampled hospital this round.
 
     `weight` is the hospital's share of the aggregate, fixed before training so that workers can
-    sum weighted contributions; `settings` are per-hospital knobs the task reads (local epochs,
+    sum weighted contributions (a strategy that weighs after training replaces it with the
+    weight its `weigh` returns); `settings` are per-hospital knobs the task reads (local epochs,
     FedProx's mu, ...), absent keys meaning the task's configured default.
     """
 
@@ -60,19 +61,15 @@ class ClientReport:
 
 @dataclass
 class Aggregate:
-    """What reaches the strategy's aggregate step.
-
-    Strategies that aggregate on workers get `total`, the exact sum of all contributions;
-    the others get `each`, one contribution per hospital in `instructions` order.
-    """
+    """What reaches the strategy's aggregate step: `total` is the exact sum of all hospitals'
+    weighted contributions (summed on the workers)."""
 
     instructions: list[Instruction]
     reports: list[ClientReport]  # the hospitals' loggable outcomes, in instructions order
-    total: dict[str, np.ndarray] | None = None
-    each: list[dict[str, np.ndarray]] | None = None
+    total: dict[str, np.ndarray]
 
 
-#: Per-hospital contributions when the strategy needs each one: (hospital, contribution) pairs.
-Collected = list[tuple[int, dict[str, np.ndarray]]]
+#: What a worker sends first when the strategy weighs after training: (hospital, summary) pairs.
+Summaries = list[tuple[int, dict[str, np.ndarray]]]
 #: What the engine keeps for a hospital between its rounds: (task state, strategy state).
 HospitalState = tuple[Any, Any]

@@ -83,6 +83,9 @@ class Simulation:
                 instructions = ray.get(server.configure.remote(round_index, cohort))
                 costs = cohort.sizes * cohort.epochs
                 partial_refs, reports = pool.train(round_index, config.seed, broadcast_ref, instructions, costs)
+                if strategy.weighs_after_training:
+                    weights_ref = server.weigh.remote(round_index, instructions, reports, *partial_refs)
+                    partial_refs = pool.weighted_sums(weights_ref)
                 sent = broadcast_bytes * len(reports)
                 broadcast_ref, metrics_ref, size_ref, hospital_ref = server.aggregate.options(num_returns=4).remote(
                     round_index, instructions, reports, *partial_refs

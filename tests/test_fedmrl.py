@@ -10,11 +10,13 @@ import pytest
 import torch
 
 from fedsim.config import load_config
+from fedsim.engine.server import ServerCore
+from fedsim.engine.worker import WorkerCore
 from fedsim.fedmrl.qmix import QMIXSettings, QMIXTeam
 from fedsim.fedmrl.qmix_modules import MonotonicMixer
 from fedsim.fedmrl.replay import JointTransition
 from fedsim.fedmrl.som import SOMWeighting, som_densities
-from fedsim.protocol import Instruction
+from fedsim.protocol import Cohort, Instruction
 from fedsim.simulation import Simulation
 from fedsim.strategies import FedMRL
 from fedsim.tasks.classification import fairness_term
@@ -97,6 +99,46 @@ def test_som_weights_discount_a_label_flipped_hospital() -> None:
     others = np.delete(weights, flipped)
     assert weights[flipped] < others.min()
     np.testing.assert_allclose(weights, task.hospital_sizes() * densities / np.sum(task.hospital_sizes() * densities))
+
+
+def _som_round(task, config, groups: list[list[int]]) -> tuple[dict, list, dict, dict]:
+    """One FedMRL round through the real worker/server code, hospitals split over `groups` of
+    workers; returns the new broadcast, the summaries the server saw, the weights and the
+    contributions the workers held."""
+    strategy = FedMRL(config.strategy, total_rounds=1, max_cohort=task.num_hospitals, seed=0)
+    server = ServerCore(strategy, task.initial_params(0))
+    hospitals = np.arange(task.num_hospitals)
+    sizes = task.hospital_sizes()
+    ones = np.ones(len(hospitals), dtype=np.int64)
+    instructions = server.configure(1, Cohort(hospitals, sizes, ones, ones))
+    workers, summaries, reports, held = [], [], [], {}
+    for group in groups:
+        worker = WorkerCore(task, strategy, use_gpu=False, threads=1)
+        batch, batch_reports = worker.train(1, 7, server.broadcast, [instructions[i] for i in group], *[None] * len(group))
+        workers.append(worker)
+        summaries.append(batch)
+        reports += batch_reports
+        held.update(worker.held)
+    weights = server.weigh(1, instructions, reports, *summaries)
+    broadcast, *_ = server.aggregate(1, instructions, reports, *[w.weighted_sum(weights) for w in workers])
+    return broadcast, [s for batch in summaries for s in batch], weights, held
+
+
+def test_fedmrl_server_sees_sketches_only_and_aggregates_with_som_weights() -> None:
+    config = load_config(None, ["data.source={kind: synthetic, classes: 2, train_samples: 400, test_samples: 50}",
+                                "data.hospitals=4", "train.epochs=1", "strategy={name: fedmrl, qmix: false, fixed_mu: 0.01}"])
+    task = build_task(config)
+    start = task.initial_params(0)
+    together, summaries, weights, held = _som_round(task, config, [[0, 1, 2, 3]])
+    split, _, split_weights, _ = _som_round(task, config, [[0, 2], [3, 1]])
+    assert all(list(summary) == ["sketch"] for _, summary in summaries)
+    assert sum(weights.values()) == pytest.approx(1.0) and len(set(weights.values())) > 1
+    assert split_weights == weights
+    for name, value in start.items():
+        assert np.array_equal(together[name], split[name])  # bitwise, whatever the grouping
+        if f"delta:{name}" in held[0]:
+            expected = value + sum(weights[h] * held[h][f"delta:{name}"].astype(np.float64) for h in range(4))
+            np.testing.assert_allclose(together[name], expected, rtol=0, atol=1e-6)
 
 
 def test_fairness_term_gradient_matches_finite_differences() -> None:

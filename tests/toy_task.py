@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from fedsim.params import Params
-from fedsim.protocol import Instruction, LocalResult
+from fedsim.protocol import Cohort, Instruction, LocalResult
 from fedsim.tasks.base import Task
 
 
@@ -68,10 +68,8 @@ class ToyTask(Task):
         return {"accuracy": float(np.mean(outputs))}
 
 
-def full_cohort(task: ToyTask, hospitals: list[int] | None = None, epochs: list[int] | None = None) -> "Cohort":
+def full_cohort(task: ToyTask, hospitals: list[int] | None = None, epochs: list[int] | None = None) -> Cohort:
     """A cohort of the given hospitals (default all) with the given local epochs (default 1)."""
-    from fedsim.protocol import Cohort
-
     ids = np.array(hospitals if hospitals is not None else range(task.num_hospitals))
     work = np.array(epochs if epochs is not None else [1] * len(ids), dtype=np.int64)
     return Cohort(ids, task.hospital_sizes()[ids], work, work)

@@ -38,6 +38,7 @@ class WorkerPool:
         ]
         self.keeps_hospital_state = keeps_hospital_state
         self.states: dict[int, ray.ObjectRef] = {}
+        self.trained_last: list[Any] = []  # the workers that ran hospitals in the last train call
 
     def _states_of(self, hospitals: Sequence[int]) -> list[Any]:
         return [self.states.get(h) for h in hospitals]
@@ -45,8 +46,9 @@ class WorkerPool:
     def train(
         self, round_index: int, run_seed: int, global_ref: ray.ObjectRef, instructions: list[Instruction], costs: np.ndarray
     ) -> tuple[list[ray.ObjectRef], list[ClientReport]]:
-        """Run one round's local training; returns partial-aggregate refs and the reports."""
-        partial_refs, report_refs = [], []
+        """Run one round's local training; returns partial-aggregate refs (summaries when the
+        strategy weighs after training) and the reports."""
+        partial_refs, report_refs, self.trained_last = [], [], []
         for worker, positions in zip(self.workers, balance(costs, len(self.workers))):
             if not positions:
                 continue
@@ -54,12 +56,17 @@ class WorkerPool:
             states = self._states_of([job.hospital for job in jobs])
             returns = 2 + len(jobs) if self.keeps_hospital_state else 2
             refs = worker.train.options(num_returns=returns).remote(round_index, run_seed, global_ref, jobs, *states)
+            self.trained_last.append(worker)
             partial_refs.append(refs[0])
             report_refs.append(refs[1])
             for job, state_ref in zip(jobs, refs[2:]):
                 self.states[job.hospital] = state_ref
         reports = [report for batch in ray.get(report_refs) for report in batch]
         return partial_refs, sorted(reports, key=lambda report: report.hospital)
+
+    def weighted_sums(self, weights_ref: ray.ObjectRef) -> list[ray.ObjectRef]:
+        """Partial sums of the last round's held contributions with the server's weights."""
+        return [worker.weighted_sum.remote(weights_ref) for worker in self.trained_last]
 
     def evaluate(
         self, global_ref: ray.ObjectRef, hospitals: Sequence[int], num_units: int

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fedsim.engine.fixed_point import FixedPointSum
 from fedsim.params import Params, params_nbytes
-from fedsim.protocol import Aggregate, ClientReport, Cohort, Collected, Instruction
+from fedsim.protocol import Aggregate, ClientReport, Cohort, Instruction, Summaries
 from fedsim.strategies.base import Strategy
 
 
@@ -25,20 +25,29 @@ class ServerCore:
     def observe(self, round_index: int, global_metrics: dict[str, float], hospital_metrics: dict[int, dict[str, float]]) -> None:
         self.strategy.observe(round_index, global_metrics, hospital_metrics)
 
+    def weigh(
+        self, round_index: int, instructions: list[Instruction], reports: list[ClientReport], *summaries: Summaries
+    ) -> dict[int, float]:
+        """The strategy's weights per hospital, from the summaries the workers sent (strategies
+        that weigh after training)."""
+        by_hospital = {hospital: summary for batch in summaries for hospital, summary in batch}
+        ordered = _in_order(instructions, reports)
+        weights = self.strategy.weigh(round_index, instructions, ordered, [by_hospital[i.hospital] for i in instructions])
+        return {i.hospital: float(w) for i, w in zip(instructions, weights)}
+
     def aggregate(
-        self, round_index: int, instructions: list[Instruction], reports: list[ClientReport], *partials: FixedPointSum | Collected
+        self, round_index: int, instructions: list[Instruction], reports: list[ClientReport], *partials: FixedPointSum
     ) -> tuple[Params, dict[str, float], int, dict[int, dict[str, float]]]:
-        """Fold the workers' partial aggregates into the next broadcast. Returns it with the
+        """Fold the workers' partial sums into the next broadcast. Returns it with the
         strategy's round metrics, the broadcast's size in bytes, and per-hospital quantities."""
-        by_hospital = {report.hospital: report for report in reports}
-        ordered = [by_hospital[i.hospital] for i in instructions]
-        if self.strategy.aggregates_on_workers:
-            total = FixedPointSum()
-            for partial in partials:
-                total.merge(partial)  # type: ignore[arg-type]
-            aggregate = Aggregate(instructions, ordered, total=total.value())
-        else:
-            contributions = {hospital: c for partial in partials for hospital, c in partial}  # type: ignore[union-attr]
-            aggregate = Aggregate(instructions, ordered, each=[contributions[i.hospital] for i in instructions])
+        total = FixedPointSum()
+        for partial in partials:
+            total.merge(partial)
+        aggregate = Aggregate(instructions, _in_order(instructions, reports), total.value())
         self.broadcast, metrics = self.strategy.aggregate(round_index, self.broadcast, aggregate)
         return self.broadcast, metrics, params_nbytes(self.broadcast), self.strategy.hospital_metrics()
+
+
+def _in_order(instructions: list[Instruction], reports: list[ClientReport]) -> list[ClientReport]:
+    by_hospital = {report.hospital: report for report in reports}
+    return [by_hospital[i.hospital] for i in instructions]

@@ -1,5 +1,9 @@
 """What a pool worker does: run many virtual hospitals in turn and pre-sum their contributions.
 
+When the strategy weighs after training, the worker sends only each hospital's summary, keeps the
+contributions until the server's weights come back (`weighted_sum`), and then sends one partial
+sum: the server never receives a full update per hospital.
+
 `WorkerCore` is plain Python so tests can drive it without Ray; the pool wraps it in an actor.
 """
 
@@ -7,7 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -15,7 +19,7 @@ import torch
 from fedsim.engine.fixed_point import FixedPointSum
 from fedsim.engine.memory import peak_rss_bytes
 from fedsim.params import Params
-from fedsim.protocol import ClientReport, Collected, HospitalState, Instruction
+from fedsim.protocol import ClientReport, HospitalState, Instruction, Summaries
 from fedsim.seeding import Stream, seed_for
 from fedsim.strategies.base import Strategy
 from fedsim.tasks.base import Task
@@ -34,6 +38,7 @@ class WorkerCore:
         self.strategy = strategy
         self.keeps_hospital_state = task.keeps_hospital_state or strategy.keeps_hospital_state
         task.use_device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
+        self.held: dict[int, dict[str, np.ndarray]] = {}  # unweighted contributions awaiting weights
 
     def train(
         self,
@@ -46,11 +51,13 @@ class WorkerCore:
         """Train each instructed hospital from the broadcast; `states` align with `instructions`.
 
         Returns [partial aggregate, reports, *new states]: the partial aggregate is a
-        FixedPointSum (or the collected contributions), and the states are returned one object
-        per hospital only when the task or the strategy keeps hospital state.
+        FixedPointSum (or the hospitals' summaries, when the strategy weighs after training), and
+        the states are returned one object per hospital only when the task or the strategy keeps
+        hospital state.
         """
         strategy = self.strategy
-        partial: FixedPointSum | Collected = FixedPointSum() if strategy.aggregates_on_workers else []
+        partial: FixedPointSum | Summaries = [] if strategy.weighs_after_training else FixedPointSum()
+        self.held = {}
         reports: list[ClientReport] = []
         new_states: list[HospitalState] = []
         for instruction, state in zip(instructions, states):
@@ -66,7 +73,9 @@ class WorkerCore:
             if isinstance(partial, FixedPointSum):
                 partial.add(contribution)
             else:
-                partial.append((hospital, contribution))
+                summary = strategy.summary(contribution)
+                partial.append((hospital, summary))
+                self.held[hospital] = {name: array for name, array in contribution.items() if name not in summary}
             strategy_state, strategy_metrics = strategy.local_state(result, instruction, broadcast, strategy_state)
             new_states.append((result.state, strategy_state))
             reports.append(
@@ -81,6 +90,16 @@ class WorkerCore:
                 )
             )
         return [partial, reports, *new_states] if self.keeps_hospital_state else [partial, reports]
+
+    def weighted_sum(self, weights: Mapping[int, float]) -> FixedPointSum:
+        """Sum the held contributions with the server's weights (second step of weighing after
+        training), and release them."""
+        total = FixedPointSum()
+        for hospital, contribution in self.held.items():
+            weight = weights[hospital]
+            total.add({name: weight * np.asarray(array, dtype=np.float64) for name, array in contribution.items()})
+        self.held = {}
+        return total
 
     def evaluate(
         self, broadcast: Params, hospitals: Sequence[int], units: Sequence[int], *states: HospitalState | None

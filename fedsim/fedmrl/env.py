@@ -83,8 +83,9 @@ class FederatedRoundsEnv(MultiAgentEnv):
     def step(self, action_dict: dict[str, int]) -> tuple[dict, dict, dict, dict, dict]:
         chosen = [Instruction(i.hospital, i.weight, {**i.settings, "mu": float(self.grid[action_dict[agent_id(i.hospital)]])})
                   for i in self.server.configure(self.round, self.cohort)]
-        partial, reports = self.worker.train(self.round, self.seed, self.server.broadcast, chosen, *[None] * len(chosen))
-        self.server.aggregate(self.round, chosen, reports, partial)
+        summaries, reports = self.worker.train(self.round, self.seed, self.server.broadcast, chosen, *[None] * len(chosen))
+        weights = self.server.weigh(self.round, chosen, reports, summaries)
+        self.server.aggregate(self.round, chosen, reports, self.worker.weighted_sum(weights))
         previous, self.metric = self.metric, self._metric()
         sign = -1.0 if self.config.strategy.reward.endswith("loss") else 1.0  # type: ignore[union-attr]
         reward = sign * (self.metric - previous)

@@ -15,13 +15,15 @@ from typing import Any, Callable, ClassVar, Mapping
 import numpy as np
 
 from fedsim.params import Params, is_statistic
-from fedsim.protocol import Aggregate, Cohort, Instruction, LocalResult
+from fedsim.protocol import Aggregate, ClientReport, Cohort, Instruction, LocalResult
 
 
 class Strategy(ABC):
     name: ClassVar[str]
-    #: True when contributions can be summed on workers (the server then gets one exact total).
-    aggregates_on_workers: ClassVar[bool] = True
+    #: True when the aggregation weights depend on what the hospitals send (FedMRL's SOM): the
+    #: server first sees each hospital's `summary` and decides the weights with `weigh`; the
+    #: workers hold the unweighted contributions meanwhile and then sum them with those weights.
+    weighs_after_training: ClassVar[bool] = False
     #: True when hospitals keep strategy state between their rounds (FedBN's BN, SCAFFOLD's c_i).
     keeps_hospital_state: ClassVar[bool] = False
     #: True when normalisation layers never leave the hospitals (FedBN), so the global test
@@ -46,7 +48,18 @@ class Strategy(ABC):
 
     @abstractmethod
     def contribution(self, result: LocalResult, instruction: Instruction, broadcast: Params) -> dict[str, np.ndarray]:
-        """The hospital's already-weighted share of the aggregate (summed exactly by the engine)."""
+        """The hospital's already-weighted share of the aggregate (summed exactly by the engine);
+        unweighted when the strategy weighs after training."""
+
+    def summary(self, contribution: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The small part of a contribution the server weighs by (strategies that weigh after
+        training); it is not summed."""
+        return {}
+
+    def weigh(self, round_index: int, instructions: list[Instruction], reports: list[ClientReport],
+              summaries: list[dict[str, np.ndarray]]) -> np.ndarray:
+        """Aggregation weights, in instructions order, for strategies that weigh after training."""
+        raise NotImplementedError(f"{self.name} fixes its weights before training")
 
     def local_state(
         self, result: LocalResult, instruction: Instruction, broadcast: Params, state: Any
@@ -79,13 +92,6 @@ def weighted_instructions(cohort: Cohort, weights: np.ndarray, **settings: Any) 
         Instruction(int(h), float(w), {"epochs": int(e), **settings})
         for h, w, e in zip(cohort.hospitals, weights, cohort.epochs)
     ]
-
-
-def require_total(aggregate: Aggregate, strategy: str) -> dict[str, np.ndarray]:
-    """The exact worker-side sum, which strategies that aggregate on workers rely on."""
-    if aggregate.total is None:
-        raise ValueError(f"{strategy} aggregates on workers and expects a summed total")
-    return aggregate.total
 
 
 def step_trained(

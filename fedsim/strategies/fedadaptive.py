@@ -17,7 +17,7 @@ import numpy as np
 
 from fedsim.params import Params, is_statistic, is_trained
 from fedsim.protocol import Aggregate, Cohort, Instruction, LocalResult
-from fedsim.strategies.base import Strategy, require_total, sample_shares, step_trained, weighted_instructions
+from fedsim.strategies.base import Strategy, sample_shares, step_trained, weighted_instructions
 
 
 class FedAdaptive(Strategy):
@@ -42,7 +42,7 @@ class FedAdaptive(Strategy):
         return shares
 
     def aggregate(self, round_index: int, broadcast: Params, aggregate: Aggregate) -> tuple[Params, dict[str, float]]:
-        total = require_total(aggregate, self.name)
+        total = aggregate.total
         step_sq = 0.0
 
         def adaptive_step(name: str, w: np.ndarray, delta: np.ndarray) -> np.ndarray:

@@ -12,7 +12,7 @@ import numpy as np
 
 from fedsim.params import Params, is_trainable_float
 from fedsim.protocol import Aggregate, Cohort, Instruction, LocalResult
-from fedsim.strategies.base import Strategy, require_total, sample_shares, weighted_instructions
+from fedsim.strategies.base import Strategy, sample_shares, weighted_instructions
 
 
 def weighted_params(result: LocalResult, instruction: Instruction, skip: frozenset[str] = frozenset()) -> dict[str, np.ndarray]:
@@ -39,4 +39,4 @@ class FedAvg(Strategy):
         return weighted_params(result, instruction)
 
     def aggregate(self, round_index: int, broadcast: Params, aggregate: Aggregate) -> tuple[Params, dict[str, float]]:
-        return replace_with_totals(broadcast, require_total(aggregate, self.name)), {}
+        return replace_with_totals(broadcast, aggregate.total), {}

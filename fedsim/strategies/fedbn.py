@@ -15,7 +15,7 @@ import numpy as np
 
 from fedsim.params import Params
 from fedsim.protocol import Aggregate, Cohort, Instruction, LocalResult
-from fedsim.strategies.base import Strategy, require_total, sample_shares, weighted_instructions
+from fedsim.strategies.base import Strategy, sample_shares, weighted_instructions
 from fedsim.strategies.fedavg import replace_with_totals, weighted_params
 
 
@@ -42,4 +42,4 @@ class FedBN(Strategy):
         return {name: result.params[name] for name in self.local_keys}, {}
 
     def aggregate(self, round_index: int, broadcast: Params, aggregate: Aggregate) -> tuple[Params, dict[str, float]]:
-        return replace_with_totals(broadcast, require_total(aggregate, self.name)), {}
+        return replace_with_totals(broadcast, aggregate.total), {}

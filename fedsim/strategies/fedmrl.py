@@ -7,7 +7,9 @@
 2. Local training adds the fairness term lambda * (L_h - L_global)^2 (see
    fedsim.tasks.classification.fairness_term) with the global loss of the last evaluation.
 3. The server aggregates w <- w + sum_h a_h (w_h - w) with SOM weights a_h (fedsim.fedmrl.som),
-   from count sketches of the updates the workers compute.
+   from count sketches of the updates the workers compute. The server sees only the sketches:
+   the workers hold the updates until the weights come back and then send one weighted partial
+   sum each, so the server's traffic does not grow with the cohort.
 
 Where the authors' public code differs and we follow the paper instead: their code applies mu as
 a post-training interpolation (we use the proximal term in the local objective), has no monotonic
@@ -31,7 +33,7 @@ from fedsim.config import FedMRLConfig
 from fedsim.fedmrl.replay import JointTransition
 from fedsim.fedmrl.som import CountSketch, SOMWeighting, layerwise_unit
 from fedsim.params import Params, is_statistic, is_trained
-from fedsim.protocol import Aggregate, Cohort, Instruction, LocalResult
+from fedsim.protocol import Aggregate, ClientReport, Cohort, Instruction, LocalResult
 from fedsim.seeding import Stream, seed_for
 from fedsim.strategies.base import Strategy, sample_shares, weighted_instructions
 
@@ -43,7 +45,7 @@ _DELTA, _STAT, _SKETCH = "delta:", "stat:", "sketch"
 
 class FedMRL(Strategy):
     name = "fedmrl"
-    aggregates_on_workers = False  # SOM weights need every hospital's update before weighting
+    weighs_after_training = True  # SOM weights need every hospital's sketch before weighting
 
     def __init__(self, spec: FedMRLConfig, total_rounds: int, max_cohort: int, seed: int) -> None:
         self.spec, self.total_rounds, self.max_cohort, self.seed = spec, total_rounds, max_cohort, seed
@@ -135,20 +137,23 @@ class FedMRL(Strategy):
 
     # ----- hospital side (workers) ----------------------------------------------------------------
     def contribution(self, result: LocalResult, instruction: Instruction, broadcast: Params) -> dict[str, np.ndarray]:
+        """Unweighted: the update of trained parameters, the local statistics, and the sketch."""
         deltas = {n: (a - broadcast[n]).astype(np.float32) for n, a in result.params.items() if is_trained(n, a)}
         stats = {_STAT + n: a.astype(np.float32) for n, a in result.params.items() if is_statistic(n)}
         return {**{_DELTA + n: d for n, d in deltas.items()}, **stats, _SKETCH: self.sketch(layerwise_unit(deltas))}
+
+    def summary(self, contribution: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {_SKETCH: contribution[_SKETCH]}
 
     def local_state(self, result: LocalResult, instruction: Instruction, broadcast: Params, state: object) -> tuple[None, dict[str, float]]:
         return None, {"mu": float(instruction.settings["mu"])}
 
     # ----- aggregation (server) -------------------------------------------------------------------
-    def aggregate(self, round_index: int, broadcast: Params, aggregate: Aggregate) -> tuple[Params, dict[str, float]]:
-        each = aggregate.each
-        if each is None:
-            raise ValueError("FedMRL needs each hospital's contribution")
-        sizes = np.array([r.num_samples for r in aggregate.reports], dtype=np.float64)
-        sketches = np.stack([c[_SKETCH] for c in each])
+    def weigh(self, round_index: int, instructions: list[Instruction], reports: list[ClientReport],
+              summaries: list[dict[str, np.ndarray]]) -> np.ndarray:
+        """SOM weights times sample counts (or plain sample shares with `som: false`)."""
+        sizes = np.array([r.num_samples for r in reports], dtype=np.float64)
+        sketches = np.stack([s[_SKETCH] for s in summaries])
         started = time.perf_counter()
         if self.spec.som:
             if self._som is None:
@@ -157,27 +162,31 @@ class FedMRL(Strategy):
         else:
             weights, densities = sizes / sizes.sum(), np.ones(len(sizes))
         self.overhead_seconds += time.perf_counter() - started
+        cosines = _cosines(sketches, weights @ sketches)
+        self._remember(instructions, reports, weights, densities, cosines)
+        return weights
+
+    def aggregate(self, round_index: int, broadcast: Params, aggregate: Aggregate) -> tuple[Params, dict[str, float]]:
+        total = aggregate.total
         updated: Params = {}
         for name, array in broadcast.items():
-            if _DELTA + name in each[0]:
-                step = sum(w * c[_DELTA + name].astype(np.float64) for w, c in zip(weights, each))
-                updated[name] = (array.astype(np.float64) + step).astype(array.dtype)
-            elif _STAT + name in each[0]:
-                updated[name] = sum(w * c[_STAT + name].astype(np.float64) for w, c in zip(weights, each)).astype(array.dtype)
+            if _DELTA + name in total:
+                updated[name] = (array.astype(np.float64) + total[_DELTA + name]).astype(array.dtype)
+            elif _STAT + name in total:
+                updated[name] = total[_STAT + name].astype(array.dtype)
             else:
                 updated[name] = array
-        cosines = _cosines(sketches, weights @ sketches)
-        self._remember(aggregate, weights, densities, cosines)
         metrics = {"mean_mu": float(np.mean([i.settings["mu"] for i in aggregate.instructions])),
                    "qmix_som_seconds": self.overhead_seconds,
                    "qmix_td_loss": self.td_loss,
                    "qmix_epsilon": self.team().epsilon() if self.spec.qmix else 0.0}
         return updated, metrics
 
-    def _remember(self, aggregate: Aggregate, weights: np.ndarray, densities: np.ndarray, cosines: np.ndarray) -> None:
+    def _remember(self, instructions: list[Instruction], reports: list[ClientReport], weights: np.ndarray,
+                  densities: np.ndarray, cosines: np.ndarray) -> None:
         grid = self.spec.mu_grid
         self._last_hospital_metrics = {}
-        for instruction, report, weight, density, cosine in zip(aggregate.instructions, aggregate.reports, weights, densities, cosines):
+        for instruction, report, weight, density, cosine in zip(instructions, reports, weights, densities, cosines):
             loss = float(report.metrics["train_loss"])
             gap = loss - self.global_loss if np.isfinite(self.global_loss) else 0.0
             mu_level = grid.index(instruction.settings["mu"]) / max(1, len(grid) - 1) if instruction.settings["mu"] in grid else 0.0

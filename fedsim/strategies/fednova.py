@@ -19,7 +19,7 @@ import numpy as np
 
 from fedsim.params import Params, is_statistic, is_trained
 from fedsim.protocol import Aggregate, Cohort, Instruction, LocalResult
-from fedsim.strategies.base import Strategy, require_total, sample_shares, step_trained, weighted_instructions
+from fedsim.strategies.base import Strategy, sample_shares, step_trained, weighted_instructions
 
 _TAU_EFF = "fednova.tau_eff"
 
@@ -55,7 +55,7 @@ class FedNova(Strategy):
         return None, {"fednova_a": effective_steps(result.steps, self.momentum)}
 
     def aggregate(self, round_index: int, broadcast: Params, aggregate: Aggregate) -> tuple[Params, dict[str, float]]:
-        total = require_total(aggregate, self.name)
+        total = aggregate.total
         tau_eff = float(total[_TAU_EFF])
         updated = step_trained(broadcast, total, lambda name, w, d: w.astype(np.float64) - tau_eff * d)
         return updated, {"tau_eff": tau_eff}

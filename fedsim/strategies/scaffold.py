@@ -19,7 +19,7 @@ import numpy as np
 
 from fedsim.params import Params, is_statistic, is_trained
 from fedsim.protocol import Aggregate, Cohort, Instruction, LocalResult
-from fedsim.strategies.base import Strategy, require_total, weighted_instructions
+from fedsim.strategies.base import Strategy, weighted_instructions
 
 _C = "scaffold.c:"
 _DY = "scaffold.dy:"
@@ -80,7 +80,7 @@ class Scaffold(Strategy):
         return new_state, {"control_variate_norm": norm}
 
     def aggregate(self, round_index: int, broadcast: Params, aggregate: Aggregate) -> tuple[Params, dict[str, float]]:
-        total = require_total(aggregate, self.name)
+        total = aggregate.total
         share = len(aggregate.instructions) / self.num_hospitals
         updated: Params = {}
         for name, array in broadcast.items():
