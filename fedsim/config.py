@@ -356,7 +356,8 @@ def _field_path(loc: tuple[Any, ...]) -> str:
     return ".".join(parts)
 
 
-def _one_line(error: ValidationError) -> str:
+def one_line_error(error: ValidationError) -> str:
+    """The first validation problem as `field.path: what was expected (got ...)`."""
     first = error.errors()[0]
     path = _field_path(first["loc"])
     if first["type"] == "extra_forbidden":
@@ -378,7 +379,7 @@ def parse_config(raw: dict[str, Any]) -> Config:
     try:
         return Config.model_validate(raw)
     except ValidationError as error:
-        raise ConfigError(_one_line(error)) from None
+        raise ConfigError(one_line_error(error)) from None
 
 
 def merge_settings(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:

@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from fedsim.config import Config, ConfigError, _one_line, load_config, merge_settings, parse_config
+from fedsim.config import Config, ConfigError, one_line_error, load_config, merge_settings, parse_config
 from fedsim.results import RESOURCES, ROUNDS, RunDirectory
 
 if TYPE_CHECKING:
@@ -106,7 +106,7 @@ def load_sweep(path: str | Path) -> SweepSpec:
     try:
         spec = SweepSpec.model_validate(raw)
     except ValidationError as error:
-        raise ConfigError(f"{path}: {_one_line(error)}") from None
+        raise ConfigError(f"{path}: {one_line_error(error)}") from None
     if not any(values for values in spec.grid.model_dump().values()):
         raise ConfigError(f"{path}: grid: name at least one axis ({', '.join(AXES)}) with values")
     return spec

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from fedsim.cli import main
 from fedsim.config import load_config
@@ -162,6 +163,16 @@ def test_gpu_request_on_a_gpu_less_cluster_fails_fast(ray_cluster) -> None:
         check_resources(EngineConfig(num_gpus=0.25), 2)
     with pytest.raises(ClusterError, match="engine.num_cpus"):
         check_resources(EngineConfig(num_cpus=2), 4)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal where torch sees no GPU")
+def test_a_worker_given_a_gpu_its_torch_cannot_use_refuses_instead_of_running_on_cpu() -> None:
+    from fedsim.engine.worker import WorkerCore
+    from fedsim.strategies import FedAvg
+    from toy_task import ToyTask
+
+    with pytest.raises(RuntimeError, match="engine.num_gpus: .*cannot use it"):
+        WorkerCore(ToyTask(num_hospitals=2), FedAvg(), use_gpu=True, threads=1)
 
 
 STRATEGY_COLUMNS = {

@@ -37,7 +37,10 @@ class WorkerCore:
         self.task = task
         self.strategy = strategy
         self.keeps_hospital_state = task.keeps_hospital_state or strategy.keeps_hospital_state
-        task.use_device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
+        if use_gpu and not torch.cuda.is_available():
+            raise RuntimeError("engine.num_gpus: Ray gave this worker a GPU but its torch cannot use it "
+                               "(CPU-only torch build, or no CUDA driver on the node)")
+        task.use_device("cuda" if use_gpu else "cpu")
         self.held: dict[int, dict[str, np.ndarray]] = {}  # unweighted contributions awaiting weights
 
     def train(
