@@ -5,8 +5,9 @@ every hospital every round), FedMRL with all three parts on. Target: QMIX + SOM 
 
     python experiments/bench/fedmrl_overhead.py [--rounds 5]
 
-Also prints FedAvg's steady round in the same run, for the whole-method cost (FedMRL also moves
-every hospital's update to the server, and mu > 0 adds the proximal term to local training).
+Also prints FedAvg's steady round in the same run, for the whole-method cost (FedMRL also sketches
+each update on the workers and waits for the server's weights before the workers sum, and mu > 0
+adds the proximal term to local training).
 """
 
 from __future__ import annotations
