@@ -186,7 +186,7 @@ class FedMRLConfig(_Strict):
     som: bool = True
     som_grid: int = Field(4, ge=2)
     sketch_dim: int = Field(64, ge=4)
-    reward: Literal["val_accuracy", "accuracy", "val_loss", "loss"] = "val_accuracy"
+    reward: Literal["val_accuracy", "val_balanced_accuracy", "val_loss", "accuracy", "balanced_accuracy", "loss"] = "val_accuracy"
     qmix_lr: float = Field(5e-3, gt=0)
     qmix_gamma: float = Field(0.9, ge=0, le=1)
     qmix_batch_size: int = Field(32, ge=1)

@@ -141,6 +141,21 @@ def test_fedmrl_server_sees_sketches_only_and_aggregates_with_som_weights() -> N
             np.testing.assert_allclose(together[name], expected, rtol=0, atol=1e-6)
 
 
+def test_team_reward_is_the_change_of_the_configured_metric() -> None:
+    config = load_config(None, ["strategy={name: fedmrl, reward: val_balanced_accuracy}"])
+    strategy = FedMRL(config.strategy, total_rounds=3, max_cohort=2, seed=0)
+    ones = np.ones(2, dtype=np.int64)
+    cohort = Cohort(np.array([0, 1]), np.array([10, 30]), ones, ones)
+    first = {"val_accuracy": 0.9, "val_balanced_accuracy": 0.50, "val_loss": 0.4}
+    then = {"val_accuracy": 0.7, "val_balanced_accuracy": 0.62, "val_loss": 0.5}
+    strategy.configure(1, cohort)
+    strategy.observe(1, first, {})  # nothing to compare with yet
+    strategy.configure(2, cohort)
+    strategy.observe(2, then, {})
+    assert strategy.pending["reward"] == pytest.approx(0.12)  # balanced accuracy up, though accuracy fell
+    assert strategy.global_loss == 0.5
+
+
 def test_fairness_term_gradient_matches_finite_differences() -> None:
     torch.manual_seed(0)
     model = torch.nn.Linear(5, 3).double()
@@ -178,6 +193,7 @@ def test_fedmrl_run_logs_mu_and_som_weight_per_hospital(ray_cluster, tmp_path: P
         assert len(weights) == 10 and sum(weights) == pytest.approx(1.0)
     rounds = pq.read_table(tmp_path / "run" / "rounds.parquet").to_pydict()
     assert np.isfinite(rounds["strategy_qmix_td_loss"][-1])  # the team learned from stored transitions
+    assert all(0 <= v <= 1 for v in rounds["global_val_balanced_accuracy"])
 
 
 def test_fedmrl_ablations_switch_parts_off(ray_cluster, tmp_path: Path) -> None:

@@ -35,7 +35,9 @@ class ClassificationTask(WorkerLocalTorch, Task):
 
     worker_local = ("_model",)
 
-    global_metric_names = ("loss", "accuracy", "balanced_accuracy", "macro_auc", "val_loss", "val_accuracy")
+    global_metric_names = (
+        "loss", "accuracy", "balanced_accuracy", "macro_auc", "val_loss", "val_accuracy", "val_balanced_accuracy"
+    )
     headline_metric = "accuracy"
     hospital_metric = "accuracy"
 
@@ -213,11 +215,14 @@ class ClassificationTask(WorkerLocalTorch, Task):
             "macro_auc": macro_auc(labels, probabilities),
             "val_loss": float("nan"),
             "val_accuracy": float("nan"),
+            "val_balanced_accuracy": float("nan"),
         }
         if dataset.val is not None:
             val_probabilities = np.concatenate(outputs[test_units:])
             metrics["val_loss"] = cross_entropy(dataset.val.labels, val_probabilities)
-            metrics["val_accuracy"] = accuracy(dataset.val.labels, val_probabilities.argmax(axis=1))
+            val_predictions = val_probabilities.argmax(axis=1)
+            metrics["val_accuracy"] = accuracy(dataset.val.labels, val_predictions)
+            metrics["val_balanced_accuracy"] = balanced_accuracy(dataset.val.labels, val_predictions)
         return metrics
 
 def fairness_term(loss: torch.Tensor, global_loss: float, strength: float) -> torch.Tensor:
