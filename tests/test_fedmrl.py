@@ -18,7 +18,7 @@ from fedsim.fedmrl.replay import JointTransition
 from fedsim.fedmrl.som import SOMWeighting, som_densities
 from fedsim.protocol import Cohort, Instruction
 from fedsim.simulation import Simulation
-from fedsim.strategies import FedMRL
+from fedsim.strategies import FedMRL, FedProx
 from fedsim.tasks.classification import fairness_term
 from fedsim.tasks.factory import build_task
 
@@ -101,36 +101,40 @@ def test_som_weights_discount_a_label_flipped_hospital() -> None:
     np.testing.assert_allclose(weights, task.hospital_sizes() * densities / np.sum(task.hospital_sizes() * densities))
 
 
-def _som_round(task, config, groups: list[list[int]]) -> tuple[dict, list, dict, dict]:
-    """One FedMRL round through the real worker/server code, hospitals split over `groups` of
-    workers; returns the new broadcast, the summaries the server saw, the weights and the
-    contributions the workers held."""
-    strategy = FedMRL(config.strategy, total_rounds=1, max_cohort=task.num_hospitals, seed=0)
+def _one_round(task, strategy, groups: list[list[int]]) -> tuple[dict, list, dict, dict]:
+    """One round through the real worker/server code, hospitals split over `groups` of workers;
+    returns the new broadcast and, for a strategy that weighs after training, the summaries the
+    server saw, the weights and the contributions the workers held."""
     server = ServerCore(strategy, task.initial_params(0))
     hospitals = np.arange(task.num_hospitals)
-    sizes = task.hospital_sizes()
     ones = np.ones(len(hospitals), dtype=np.int64)
-    instructions = server.configure(1, Cohort(hospitals, sizes, ones, ones))
-    workers, summaries, reports, held = [], [], [], {}
+    instructions = server.configure(1, Cohort(hospitals, task.hospital_sizes(), ones, ones))
+    workers, partials, reports, held = [], [], [], {}
     for group in groups:
         worker = WorkerCore(task, strategy, use_gpu=False, threads=1)
-        batch, batch_reports = worker.train(1, 7, server.broadcast, [instructions[i] for i in group], *[None] * len(group))
+        partial, batch_reports = worker.train(1, 7, server.broadcast, [instructions[i] for i in group], *[None] * len(group))
         workers.append(worker)
-        summaries.append(batch)
+        partials.append(partial)
         reports += batch_reports
         held.update(worker.held)
-    weights = server.weigh(1, instructions, reports, *summaries)
+    if not strategy.weighs_after_training:
+        return server.aggregate(1, instructions, reports, *partials)[0], [], {}, {}
+    weights = server.weigh(1, instructions, reports, *partials)
     broadcast, *_ = server.aggregate(1, instructions, reports, *[w.weighted_sum(weights) for w in workers])
-    return broadcast, [s for batch in summaries for s in batch], weights, held
+    return broadcast, [s for batch in partials for s in batch], weights, held
+
+
+def _fedmrl(settings: str):
+    config = load_config(None, ["data.source={kind: synthetic, classes: 2, train_samples: 400, test_samples: 50}",
+                                "data.hospitals=4", "train.epochs=1", f"strategy={settings}"])
+    return build_task(config), FedMRL(config.strategy, total_rounds=1, max_cohort=4, seed=0)
 
 
 def test_fedmrl_server_sees_sketches_only_and_aggregates_with_som_weights() -> None:
-    config = load_config(None, ["data.source={kind: synthetic, classes: 2, train_samples: 400, test_samples: 50}",
-                                "data.hospitals=4", "train.epochs=1", "strategy={name: fedmrl, qmix: false, fixed_mu: 0.01}"])
-    task = build_task(config)
+    task, strategy = _fedmrl("{name: fedmrl, qmix: false, fixed_mu: 0.01}")
     start = task.initial_params(0)
-    together, summaries, weights, held = _som_round(task, config, [[0, 1, 2, 3]])
-    split, _, split_weights, _ = _som_round(task, config, [[0, 2], [3, 1]])
+    together, summaries, weights, held = _one_round(task, strategy, [[0, 1, 2, 3]])
+    split, _, split_weights, _ = _one_round(task, _fedmrl("{name: fedmrl, qmix: false, fixed_mu: 0.01}")[1], [[0, 2], [3, 1]])
     assert all(list(summary) == ["sketch"] for _, summary in summaries)
     assert sum(weights.values()) == pytest.approx(1.0) and len(set(weights.values())) > 1
     assert split_weights == weights
@@ -139,6 +143,17 @@ def test_fedmrl_server_sees_sketches_only_and_aggregates_with_som_weights() -> N
         if f"delta:{name}" in held[0]:
             expected = value + sum(weights[h] * held[h][f"delta:{name}"].astype(np.float64) for h in range(4))
             np.testing.assert_allclose(together[name], expected, rtol=0, atol=1e-6)
+
+
+def test_fedmrl_with_every_part_off_is_fedprox() -> None:
+    task, strategy = _fedmrl("{name: fedmrl, qmix: false, som: false, fairness_lambda: 0, fixed_mu: 0.1}")
+    fedmrl, *_ = _one_round(task, strategy, [[0, 1], [2, 3]])
+    fedprox, *_ = _one_round(task, FedProx(0.1), [[0, 1], [2, 3]])
+    moved = False
+    for name, value in fedprox.items():
+        np.testing.assert_allclose(fedmrl[name], value, rtol=0, atol=1e-6)
+        moved |= not np.allclose(value, task.initial_params(0)[name])
+    assert moved
 
 
 def test_team_reward_is_the_change_of_the_configured_metric() -> None:
