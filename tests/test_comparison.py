@@ -7,7 +7,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from fedsim.comparison import parse_strategy, plan_runs, run_all, strategy_label, summary_table
+from fedsim.comparison import load_variants, parse_strategy, plan_runs, plan_variants, run_all, strategy_label, strategy_variant, summary_table
 from fedsim.config import ConfigError
 
 TINY = [
@@ -25,6 +25,16 @@ def test_strategy_specs_and_labels() -> None:
         parse_strategy("[1, 2]")
     with pytest.raises(ConfigError, match="strategy.mu"):
         plan_runs(None, TINY, ["{name: fedprox, mu: -1}"], [0])
+
+
+def test_fedmrl_ablations_file_names_its_runs_as_strategies_would() -> None:
+    """Runs made with --strategies and with the variants file share labels and configs, so either
+    command reuses the other's finished runs."""
+    variants = load_variants(Path(__file__).parents[1] / "experiments" / "variants" / "fedmrl_ablations.yaml")
+    from_file = plan_variants(None, TINY, variants, [0])
+    from_strategies = plan_variants(None, TINY, [strategy_variant(v.overrides[0].removeprefix("strategy=")) for v in variants], [0])
+    assert len(from_file) == 11 and from_file == from_strategies
+    assert sum(config.strategy.name == "fedmrl" for _, _, config in from_file) == 7
 
 
 def test_compare_runs_strategies_by_seeds_and_tabulates(ray_cluster, tmp_path: Path) -> None:
