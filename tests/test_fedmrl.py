@@ -16,6 +16,7 @@ from fedsim.fedmrl.qmix import QMIXSettings, QMIXTeam
 from fedsim.fedmrl.qmix_modules import MonotonicMixer
 from fedsim.fedmrl.replay import JointTransition
 from fedsim.fedmrl.som import SOMWeighting, som_densities
+from fedsim.params import is_trained
 from fedsim.protocol import Cohort, Instruction
 from fedsim.simulation import Simulation
 from fedsim.strategies import FedMRL, FedProx
@@ -140,8 +141,8 @@ def test_fedmrl_server_sees_sketches_only_and_aggregates_with_som_weights() -> N
     assert split_weights == weights
     for name, value in start.items():
         assert np.array_equal(together[name], split[name])  # bitwise, whatever the grouping
-        if f"delta:{name}" in held[0]:
-            expected = value + sum(weights[h] * held[h][f"delta:{name}"].astype(np.float64) for h in range(4))
+        if is_trained(name, value):
+            expected = value + sum(weights[h] * held[h][name].astype(np.float64) for h in range(4))
             np.testing.assert_allclose(together[name], expected, rtol=0, atol=1e-6)
 
 

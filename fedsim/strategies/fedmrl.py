@@ -35,12 +35,12 @@ from fedsim.fedmrl.som import CountSketch, SOMWeighting, layerwise_unit
 from fedsim.params import Params, is_statistic, is_trained
 from fedsim.protocol import Aggregate, ClientReport, Cohort, Instruction, LocalResult
 from fedsim.seeding import Stream, seed_for
-from fedsim.strategies.base import Strategy, sample_shares, weighted_instructions
+from fedsim.strategies.base import Strategy, sample_shares, step_trained, weighted_instructions
 
 OBSERVATION = ("label_entropy", "sample_share", "loss", "accuracy", "loss_gap", "update_cosine", "mu", "seen")
 STATE = ("mean_loss", "std_loss", "mean_accuracy", "std_accuracy", "mean_gap", "std_gap", "mean_cosine",
          "std_cosine", "progress", "global_metric", "global_loss")
-_DELTA, _STAT, _SKETCH = "delta:", "stat:", "sketch"
+_SKETCH = "sketch"
 
 
 class FedMRL(Strategy):
@@ -137,10 +137,10 @@ class FedMRL(Strategy):
 
     # ----- hospital side (workers) ----------------------------------------------------------------
     def contribution(self, result: LocalResult, instruction: Instruction, broadcast: Params) -> dict[str, np.ndarray]:
-        """Unweighted: the update of trained parameters, the local statistics, and the sketch."""
+        """Unweighted: the update of each trained parameter, each local statistic, and the sketch."""
         deltas = {n: (a - broadcast[n]).astype(np.float32) for n, a in result.params.items() if is_trained(n, a)}
-        stats = {_STAT + n: a.astype(np.float32) for n, a in result.params.items() if is_statistic(n)}
-        return {**{_DELTA + n: d for n, d in deltas.items()}, **stats, _SKETCH: self.sketch(layerwise_unit(deltas))}
+        stats = {n: a.astype(np.float32) for n, a in result.params.items() if is_statistic(n)}
+        return {**deltas, **stats, _SKETCH: self.sketch(layerwise_unit(deltas))}
 
     def summary(self, contribution: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {_SKETCH: contribution[_SKETCH]}
@@ -167,15 +167,7 @@ class FedMRL(Strategy):
         return weights
 
     def aggregate(self, round_index: int, broadcast: Params, aggregate: Aggregate) -> tuple[Params, dict[str, float]]:
-        total = aggregate.total
-        updated: Params = {}
-        for name, array in broadcast.items():
-            if _DELTA + name in total:
-                updated[name] = (array.astype(np.float64) + total[_DELTA + name]).astype(array.dtype)
-            elif _STAT + name in total:
-                updated[name] = total[_STAT + name].astype(array.dtype)
-            else:
-                updated[name] = array
+        updated = step_trained(broadcast, aggregate.total, lambda name, w, delta: w.astype(np.float64) + delta)
         metrics = {"mean_mu": float(np.mean([i.settings["mu"] for i in aggregate.instructions])),
                    "qmix_som_seconds": self.overhead_seconds,
                    "qmix_td_loss": self.td_loss,
