@@ -15,11 +15,10 @@ from fedsim.config import Config
 from fedsim.engine.cluster import ray_session
 from fedsim.engine.memory import object_store_bytes, peak_rss_bytes
 from fedsim.engine.pool import WorkerPool
-from fedsim.engine.sampling import sample_hospitals
 from fedsim.engine.server import ServerCore
 from fedsim.metrics import worst_decile_mean
-from fedsim.local_work import local_epochs
-from fedsim.protocol import ClientReport, Cohort
+from fedsim.local_work import round_cohort
+from fedsim.protocol import ClientReport
 from fedsim.results import CLIENTS, HOSPITAL_EVAL, PARTITION, RESOURCES, ROUNDS, RunDirectory
 from fedsim.seeding import Stream, seed_for
 from fedsim.strategies import build_strategy
@@ -79,7 +78,7 @@ class Simulation:
         try:
             for round_index in range(1, config.rounds + 1):
                 started = time.perf_counter()
-                cohort = self._cohort(round_index, sizes)
+                cohort = round_cohort(config, task, sizes, config.seed, round_index)
                 instructions = ray.get(server.configure.remote(round_index, cohort))
                 costs = cohort.sizes * cohort.epochs
                 partial_refs, reports = pool.train(round_index, config.seed, broadcast_ref, instructions, costs)
@@ -112,14 +111,6 @@ class Simulation:
             pool.shutdown()
             ray.kill(server)
         return summaries
-
-    def _cohort(self, round_index: int, sizes: np.ndarray) -> Cohort:
-        """The round's sampled hospitals with their sizes, local epochs and local steps."""
-        config, task = self.config, self.task
-        hospitals = sample_hospitals(config.seed, round_index, task.num_hospitals, config.clients_per_round())
-        epochs = local_epochs(config.train, sizes, hospitals, config.seed, round_index)
-        steps = np.array([task.local_steps(int(h), int(e)) for h, e in zip(hospitals, epochs)], dtype=np.int64)
-        return Cohort(hospitals, sizes[hospitals], epochs, steps)
 
     def _write_round(
         self,

@@ -17,11 +17,10 @@ import numpy as np
 from ray.rllib.env.multi_agent_env import MultiAgentEnv
 
 from fedsim.config import Config, FedMRLConfig, load_config
-from fedsim.engine.sampling import sample_hospitals
 from fedsim.engine.server import ServerCore
 from fedsim.engine.worker import WorkerCore
-from fedsim.local_work import local_epochs
-from fedsim.protocol import Cohort, Instruction
+from fedsim.local_work import round_cohort
+from fedsim.protocol import Instruction
 from fedsim.seeding import Stream, seed_for
 from fedsim.strategies.fedmrl import OBSERVATION, STATE, FedMRL
 from fedsim.tasks.factory import build_task
@@ -41,6 +40,7 @@ class FederatedRoundsEnv(MultiAgentEnv):
         spec = base.strategy if isinstance(base.strategy, FedMRLConfig) else FedMRLConfig(name="fedmrl")
         self.config: Config = base.model_copy(update={"strategy": spec.model_copy(update={"qmix": False})})
         self.task = build_task(self.config)
+        self.sizes = self.task.hospital_sizes()
         self.grid = np.array(spec.mu_grid)
         self.possible_agents = [agent_id(h) for h in range(self.task.num_hospitals)]
         self.agents = []
@@ -48,13 +48,6 @@ class FederatedRoundsEnv(MultiAgentEnv):
         self.observation_spaces = {a: observation for a in self.possible_agents}
         self.action_spaces = {a: gym.spaces.Discrete(len(self.grid)) for a in self.possible_agents}
         self.state_space = gym.spaces.Box(-np.inf, np.inf, (len(STATE),), np.float32)
-
-    def _cohort(self) -> Cohort:
-        config, sizes = self.config, self.task.hospital_sizes()
-        hospitals = sample_hospitals(self.seed, self.round, self.task.num_hospitals, config.clients_per_round())
-        epochs = local_epochs(config.train, sizes, hospitals, self.seed, self.round)
-        steps = np.array([self.task.local_steps(int(h), int(e)) for h, e in zip(hospitals, epochs)])
-        return Cohort(hospitals, sizes[hospitals], epochs, steps)
 
     def _metric(self) -> float:
         units = range(self.task.global_eval_units())
@@ -64,7 +57,7 @@ class FederatedRoundsEnv(MultiAgentEnv):
         return float(self.strategy.last_metric)  # type: ignore[arg-type]
 
     def _observe(self) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Any]]]:
-        self.cohort = self._cohort()
+        self.cohort = round_cohort(self.config, self.task, self.sizes, self.seed, self.round)
         obs = self.strategy.observations(self.cohort)
         state = self.strategy.global_state(obs, self.round)
         self.agents = [agent_id(int(h)) for h in self.cohort.hospitals]
