@@ -25,7 +25,6 @@ from fedsim.strategies.base import Strategy
 from fedsim.tasks.base import Task
 
 
-
 def upload_bytes(contribution: dict[str, np.ndarray]) -> int:
     """Bytes a real hospital would upload for this contribution, in float32 on the wire."""
     return int(sum(4 * np.asarray(array).size for array in contribution.values()))

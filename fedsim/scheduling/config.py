@@ -26,6 +26,13 @@ def _per_acuity(values: list) -> list:
     return values
 
 
+def _per_acuity_checked(values: list[float], what: str, allow_zero: bool = False) -> list[float]:
+    """Five values (acuity 1..5), each positive (or non-negative with `allow_zero`)."""
+    if any(v < 0 or (v == 0 and not allow_zero) for v in _per_acuity(values)):
+        raise ValueError(f"expected {'non-negative' if allow_zero else 'positive'} {what}, got {values}")
+    return values
+
+
 def _range(values: list) -> list:
     if len(values) != 2 or values[0] > values[1]:
         raise ValueError(f"expected [low, high] with low <= high, got {values}")
@@ -83,9 +90,7 @@ class EnvConfig(_Strict):
     @field_validator("service_hours")
     @classmethod
     def _positive_per_acuity(cls, values: list[float]) -> list[float]:
-        if any(v <= 0 for v in _per_acuity(values)):
-            raise ValueError(f"expected positive hours, got {values}")
-        return values
+        return _per_acuity_checked(values, "hours")
 
     @field_validator("step_minutes")
     @classmethod
@@ -145,9 +150,7 @@ class ProfilesConfig(_Strict):
     @field_validator("acuity_mix")
     @classmethod
     def _distribution(cls, values: list[float]) -> list[float]:
-        if any(v <= 0 for v in _per_acuity(values)):
-            raise ValueError(f"expected positive shares, got {values}")
-        return values
+        return _per_acuity_checked(values, "shares")
 
 
 class RewardConfig(_Strict):
@@ -171,9 +174,7 @@ class RewardConfig(_Strict):
     @field_validator("acuity_weights")
     @classmethod
     def _non_negative_per_acuity(cls, values: list[float]) -> list[float]:
-        if any(v < 0 for v in _per_acuity(values)):
-            raise ValueError(f"expected non-negative weights, got {values}")
-        return values
+        return _per_acuity_checked(values, "weights", allow_zero=True)
 
 
 class DQNConfig(_Strict):
