@@ -8,7 +8,7 @@
         --variants experiments/variants/scheduling_baselines.yaml --seeds 0 1 2 --out runs/compare-scheduling
 
 A variants file maps labels to settings applied on top of the config (e.g. `fifo: {scheduling:
-{policy: fifo}}`). The table's columns come from the task (see fedsim.comparison.FINAL_METRICS).
+{policy: fifo}}`). The table's columns come from the task (its TaskSpec's compare_columns, fedsim.tasks.specs).
 Every run's directory lands under --out/<label>/seed-<k>/ (finished ones are reused when the
 command is repeated) and the rows behind the table are combined into --out/comparison.parquet.
 """
@@ -20,9 +20,7 @@ import sys
 from pathlib import Path
 
 from fedsim.comparison import load_variants, plan_variants, run_all, strategy_variant, summary_table
-from fedsim.config import ConfigError
-from fedsim.data.errors import DataError
-from fedsim.engine.cluster import ClusterError
+from fedsim.errors import FedsimError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         rows = run_all(runs, out, quiet=False)
-    except (ConfigError, DataError, ClusterError) as error:
+    except FedsimError as error:
         print(f"compare: error: {error}", file=sys.stderr)
         return 2
     print(summary_table(rows, runs[0][2].task))

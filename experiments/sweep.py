@@ -12,8 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fedsim.config import ConfigError
-from fedsim.engine.cluster import ClusterError
+from fedsim.errors import FedsimError
 from fedsim.sweep import load_sweep, run_sweep
 
 
@@ -29,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
         spec = load_sweep(args.spec)
         spec = spec.model_copy(update={"set": spec.set + args.overrides})
         outcome = run_sweep(spec, args.out, verbose=0 if args.quiet else 1)
-    except (ConfigError, ClusterError) as error:
+    except FedsimError as error:
         print(f"sweep: error: {error}", file=sys.stderr)
         return 2
     print(f"{len(outcome.ran)} trials ran, {len(outcome.skipped)} were already finished, {len(outcome.failed)} failed")

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from fedsim.config import ConfigError, load_config
+from fedsim.errors import ConfigError, FedsimError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -27,12 +27,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from fedsim.api import run
+    from fedsim.config import load_config
     from fedsim.report import render_report
-    from fedsim.simulation import Simulation, default_run_dir
+    from fedsim.results import fresh_run_dir
 
     config = load_config(args.config, args.overrides)
-    out = Path(args.out) if args.out else default_run_dir(args.config)
-    Simulation(config, out, quiet=args.quiet).run()
+    out = Path(args.out) if args.out else fresh_run_dir(Path(args.config).stem if args.config else "default")
+    run(config, out, quiet=args.quiet)
     if not args.quiet:
         print(render_report(out))
     else:
@@ -59,13 +61,10 @@ def _plot(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from fedsim.data.errors import DataError
-    from fedsim.engine.cluster import ClusterError
-
     args = _parser().parse_args(argv)
     try:
         return {"run": _run, "report": _report, "plot": _plot}[args.command](args)
-    except (ConfigError, DataError, ClusterError) as error:
+    except FedsimError as error:
         print(f"fedsim: error: {error}", file=sys.stderr)
         return 2
 

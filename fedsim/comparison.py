@@ -22,30 +22,9 @@ import yaml
 
 from fedsim.config import Config, ConfigError, load_config
 from fedsim.engine.cluster import ray_session
-from fedsim.results import HOSPITAL_EVAL, ROUNDS, RunDirectory
+from fedsim.results import ROUNDS, RunDirectory
 from fedsim.simulation import Simulation
-
-#: Per task: the results table the comparison reads, and its (column, table heading) pairs.
-FINAL_METRICS: dict[str, tuple[str, list[tuple[str, str]]]] = {
-    "classification": (
-        ROUNDS,
-        [
-            ("global_accuracy", "accuracy"),
-            ("global_balanced_accuracy", "balanced acc."),
-            ("global_macro_auc", "macro AUC"),
-            ("hospital_accuracy_worst10", "worst-10% hospital acc."),
-        ],
-    ),
-    "scheduling": (
-        HOSPITAL_EVAL,
-        [
-            ("acuity_weighted_wait", "acuity-weighted wait (h)"),
-            ("wait_p95_acuity_1_2", "p95 wait, acuity 1-2 (h)"),
-            ("utilisation", "utilisation"),
-        ],
-    ),
-}
-
+from fedsim.tasks.registry import task_spec
 
 @dataclass(frozen=True)
 class Variant:
@@ -114,7 +93,7 @@ def plan_variants(
 
 def run_all(runs: list[tuple[str, int, Config]], out: Path, quiet: bool = True) -> pa.Table:
     """Run each planned simulation under one Ray session (finished runs in `out` are reused) and
-    return the rows the table summarises (FINAL_METRICS) of all runs, with `strategy` (the
+    return the rows the table summarises (the task's compare table) of all runs, with `strategy` (the
     variant's label) and `seed` columns; also written to out/comparison.parquet."""
     tables = []
     largest = max(runs, key=lambda run: run[2].num_workers())[2]
@@ -125,7 +104,7 @@ def run_all(runs: list[tuple[str, int, Config]], out: Path, quiet: bool = True) 
                 if not quiet:
                     print(f"running {label} seed {seed} -> {run_dir}", flush=True)
                 Simulation(config, run_dir, quiet=True).run()
-            rows = RunDirectory(run_dir).read(FINAL_METRICS[config.task][0])
+            rows = RunDirectory(run_dir).read(config.task_spec().compare_table)
             tables.append(
                 rows.append_column("strategy", pa.array([label] * rows.num_rows))
                 .append_column("seed", pa.array([seed] * rows.num_rows, pa.int64()))
@@ -147,7 +126,7 @@ def _is_complete(run_dir: Path, config: Config) -> bool:
 def summary_table(rows: pa.Table, task: str = "classification") -> str:
     """Markdown: final-round metrics per variant as mean ± sample std over seeds (each seed's
     value first averaged over its rows, i.e. over hospitals for scheduling)."""
-    columns = FINAL_METRICS[task][1]
+    columns = task_spec(task).compare_columns
     records = rows.to_pylist()
     last = max(row["round"] for row in records)
     final = [row for row in records if row["round"] == last]

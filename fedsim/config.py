@@ -10,17 +10,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
 
-from fedsim.scheduling.config import SchedulingConfig
+from fedsim.errors import ConfigError
+from fedsim.pipeline.base import StageConfig
+from fedsim.schema import Strict as _Strict
+from fedsim.schema import one_line_error
+from fedsim.strategies.base import StrategyConfig
+from fedsim.tasks.registry import TASKS, task_spec
 
-
-class ConfigError(ValueError):
-    """A configuration problem, phrased as one line that names the field."""
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+__all__ = ["Config", "ConfigError", "load_config", "parse_config", "one_line_error"]
 
 
 # ----- data sources -------------------------------------------------------------------------
@@ -58,8 +57,16 @@ class MessidorSource(_Strict):
     image_size: int = Field(28, ge=8)
 
 
+class CustomSource(_Strict):
+    """A user's own arrays or torch Dataset, passed in Python: `fedsim.run(config, dataset=...)`
+    (see fedsim.data.custom); the run's config.yaml records its name."""
+
+    kind: Literal["custom"]
+    name: str = "custom"
+
+
 Source = Annotated[
-    Union[SyntheticSource, MedMNISTSource, ISIC2018Source, MessidorSource],
+    Union[SyntheticSource, MedMNISTSource, ISIC2018Source, MessidorSource, CustomSource],
     Field(discriminator="kind"),
 ]
 
@@ -109,7 +116,10 @@ class DataConfig(_Strict):
 
 # ----- learning -----------------------------------------------------------------------------
 class ModelConfig(_Strict):
-    name: Literal["small_cnn", "resnet18"] = "small_cnn"
+    """A registered model factory: built-in small_cnn and resnet18, or your own
+    (`fedsim.register_model`)."""
+
+    name: str = "small_cnn"
 
 
 class TrainConfig(_Strict):
@@ -139,81 +149,6 @@ class TrainConfig(_Strict):
         return self
 
 
-class FedAvgConfig(_Strict):
-    name: Literal["fedavg"] = "fedavg"
-
-
-class FedProxConfig(_Strict):
-    """FedProx: local objective + (mu/2)||w - w_global||^2."""
-
-    name: Literal["fedprox"]
-    mu: float = Field(0.01, ge=0)
-
-
-class FedNovaConfig(_Strict):
-    name: Literal["fednova"]
-
-
-class FedBNConfig(_Strict):
-    name: Literal["fedbn"]
-
-
-class ScaffoldConfig(_Strict):
-    name: Literal["scaffold"]
-    server_lr: float = Field(1.0, gt=0)
-
-
-class FedAdaptiveConfig(_Strict):
-    """FedAdam / FedYogi server optimisers (Reddi et al. 2021), defaults from their experiments."""
-
-    name: Literal["fedadam", "fedyogi"]
-    server_lr: float = Field(0.01, gt=0)
-    beta1: float = Field(0.9, ge=0, lt=1)
-    beta2: float = Field(0.99, ge=0, lt=1)
-    tau: float = Field(1e-3, gt=0)
-
-
-class FedMRLConfig(_Strict):
-    """FedMRL (arXiv 2407.05800). Each part can be switched off for ablations: `qmix: false` uses
-    `fixed_mu` for every hospital, `fairness_lambda: 0` drops the fairness term, `som: false`
-    weights by samples only."""
-
-    name: Literal["fedmrl"]
-    mu_grid: tuple[float, ...] = (0.0, 0.001, 0.01, 0.1, 1.0)
-    qmix: bool = True
-    fixed_mu: float = Field(0.01, ge=0)
-    fairness_lambda: float = Field(0.1, ge=0)
-    som: bool = True
-    som_grid: int = Field(4, ge=2)
-    sketch_dim: int = Field(64, ge=4)
-    reward: Literal["val_accuracy", "val_balanced_accuracy", "val_loss", "accuracy", "balanced_accuracy", "loss"] = "val_accuracy"
-    qmix_lr: float = Field(5e-3, gt=0)
-    qmix_gamma: float = Field(0.9, ge=0, le=1)
-    qmix_batch_size: int = Field(32, ge=1)
-    qmix_updates_per_round: int = Field(4, ge=1)
-    epsilon_decay_rounds: int = Field(20, ge=1)
-
-    @field_validator("mu_grid", mode="before")
-    @classmethod
-    def _grid(cls, value: Any) -> Any:
-        values = tuple(value) if isinstance(value, (list, tuple)) else value
-        if not isinstance(values, tuple) or not values or any(not isinstance(v, (int, float)) or v < 0 for v in values):
-            raise ValueError(f"expected a non-empty list of proximal coefficients >= 0, got {value!r}")
-        return tuple(float(v) for v in values)
-
-
-class LocalOnlyConfig(_Strict):
-    """No federation: every hospital trains and keeps its own model (the local-only baseline)."""
-
-    name: Literal["local_only"]
-
-
-Strategy = Annotated[
-    Union[FedAvgConfig, FedProxConfig, FedNovaConfig, FedBNConfig, ScaffoldConfig, FedAdaptiveConfig, LocalOnlyConfig, FedMRLConfig],
-    Field(discriminator="name"),
-]
-
-
 class SamplingConfig(_Strict):
     """Which hospitals train each round: "all", a count (int >= 1) or a fraction (float in (0, 1])."""
 
@@ -230,8 +165,11 @@ class SamplingConfig(_Strict):
 
 
 class EngineConfig(_Strict):
-    """The worker pool: `workers` Ray actors, each pinned to num_cpus and a (fractional) num_gpus."""
+    """The worker pool: `workers` Ray actors, each pinned to num_cpus and a (fractional) num_gpus.
+    `backend: in_process` runs the same rounds in this process without Ray (debugging, tests):
+    hospitals are still spread over `workers`, so results are bitwise those of a Ray run."""
 
+    backend: Literal["ray", "in_process"] = "ray"
     workers: Any = 2
     num_cpus: float = Field(1.0, gt=0)
     num_gpus: float = Field(0.0, ge=0)
@@ -255,76 +193,96 @@ class EvalConfig(_Strict):
 
 
 class Config(_Strict):
-    """A run. `task` picks the workload: "classification" (images; the `data` and `model` sections)
-    or "scheduling" (patient scheduling; the `scheduling` section, which only that task accepts;
-    `data` and `model` are then ignored, and of `train` only `epochs`, `epochs_mode` and
-    `max_epochs` apply, counted in `scheduling.dqn.steps_per_epoch` environment steps)."""
+    """A run. `task` picks the workload: "classification" (images; the `data` and `model`
+    sections) or "scheduling" (patient scheduling; its own `scheduling` section, which only that
+    task accepts; `data` and `model` are then ignored, and of `train` only `epochs`,
+    `epochs_mode` and `max_epochs` apply, counted in `scheduling.dqn.steps_per_epoch` environment
+    steps). A task's own section is declared by its spec (fedsim.tasks.registry), not here.
+
+    `strategy` and each `pipeline` stage are validated with the model registered under their name
+    (fedsim.strategies, fedsim.pipeline), so a new one needs no change to this schema.
+    """
+
+    model_config = ConfigDict(extra="allow", strict=True, frozen=True)  # extras: the task's own section
 
     seed: int = 0
     rounds: int = Field(15, ge=1)
-    task: Literal["classification", "scheduling"] = "classification"
+    task: str = "classification"
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
-    strategy: Strategy = FedAvgConfig()
+    strategy: SerializeAsAny[StrategyConfig] = Field(default_factory=lambda: StrategyConfig.parse("fedavg", "strategy"))
+    pipeline: tuple[SerializeAsAny[StageConfig], ...] = ()
     sampling: SamplingConfig = SamplingConfig()
     engine: EngineConfig = EngineConfig()
     eval: EvalConfig = EvalConfig()
-    scheduling: SchedulingConfig | None = None
+
+    @field_validator("strategy", mode="before")
+    @classmethod
+    def _registered_strategy(cls, value: Any) -> Any:
+        return StrategyConfig.parse(value, "strategy")
+
+    @field_validator("pipeline", mode="before")
+    @classmethod
+    def _registered_stages(cls, value: Any) -> Any:
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"pipeline: expected a list of update stages, got {value!r}")
+        return tuple(StageConfig.parse(stage, f"pipeline.{i}") for i, stage in enumerate(value))
 
     @model_validator(mode="before")
     @classmethod
-    def _scheduling_defaults(cls, raw: Any) -> Any:
-        """`task: scheduling` without a scheduling section means its defaults."""
-        if isinstance(raw, dict) and raw.get("task") == "scheduling" and raw.get("scheduling") is None:
-            return {**raw, "scheduling": {}}
+    def _task_section(cls, raw: Any) -> Any:
+        """Validate the task's own section (its defaults when absent); refuse any other extra key."""
+        if not isinstance(raw, dict):
+            return raw
+        name = raw.get("task", "classification")
+        if not isinstance(name, str):
+            raise ValueError(f"task: expected a task name, got {name!r}")
+        spec = task_spec(name)
+        sections = {other.section: other.name for _, other in TASKS if other.section}
+        raw = dict(raw)
+        for key in [key for key in raw if key not in cls.model_fields]:
+            if key not in sections:
+                raise ValueError(f"{key}: unknown key")
+            if sections[key] != name:
+                if raw[key] is None:
+                    del raw[key]
+                    continue
+                raise ValueError(f"{key}: only used when task is {sections[key]} (task is {name})")
+        if spec.section is not None and spec.section_model is not None:
+            section = raw.get(spec.section)
+            if not isinstance(section, spec.section_model):
+                try:
+                    raw[spec.section] = spec.section_model.model_validate(section if section is not None else {})
+                except ValidationError as error:
+                    raise ValueError(f"{spec.section}.{one_line_error(error)}") from None
         return raw
 
     @model_validator(mode="after")
     def _consistent(self) -> "Config":
-        self._check_scheduling()
-        if isinstance(self.strategy, FedMRLConfig) and self.eval.every != 1:
-            raise ValueError(f"eval.every: fedmrl learns from every round's evaluation, expected 1, got {self.eval.every}")
+        spec = self.task_spec()
+        for part, needs in [(f"strategy.name: {self.strategy.name}", self.strategy.requirements())] + [
+            (f"pipeline.{i}.stage: {stage.stage}", stage.requirements()) for i, stage in enumerate(self.pipeline)
+        ]:
+            for capability, why in needs.items():
+                if capability not in spec.capabilities:
+                    raise ValueError(f"{part} needs {capability} ({why}), which task {self.task} does not offer")
+        self.strategy.check(self)
+        spec.check(self)
         per_round = self.sampling.clients_per_round
         if isinstance(per_round, int) and per_round > self.num_hospitals():
-            where = "scheduling.hospitals" if self.scheduling else "data.hospitals"
             raise ValueError(
-                f"sampling.clients_per_round: expected at most {where} ({self.num_hospitals()}), got {per_round}"
-            )
-        source = self.data.source
-        if (
-            self.task == "classification"
-            and isinstance(source, SyntheticSource)
-            and self.data.hospitals > source.train_samples
-        ):
-            raise ValueError(
-                f"data.hospitals: expected at most data.source.train_samples ({source.train_samples}), "
-                f"got {self.data.hospitals}"
+                f"sampling.clients_per_round: expected at most {spec.hospitals_key} ({self.num_hospitals()}), got {per_round}"
             )
         return self
 
-    def _check_scheduling(self) -> None:
-        scheduling = self.scheduling
-        if scheduling is None:
-            return
-        if self.task != "scheduling":
-            raise ValueError(f"scheduling: only used when task is scheduling (task is {self.task})")
-        if isinstance(self.strategy, FedMRLConfig):
-            raise ValueError("strategy.name: fedmrl's reward reads classification metrics, which task scheduling has not")
-        if scheduling.policy != "dqn" and not isinstance(self.strategy, FedAvgConfig):
-            raise ValueError(
-                f"strategy.name: scheduling.policy {scheduling.policy} trains nothing; "
-                f"expected fedavg, got {self.strategy.name}"
-            )
-        if scheduling.centralised:
-            if not isinstance(self.strategy, FedAvgConfig):
-                raise ValueError(f"strategy.name: scheduling.centralised needs fedavg, got {self.strategy.name}")
-            if self.sampling.clients_per_round not in ("all", 1.0, scheduling.hospitals):
-                raise ValueError("sampling.clients_per_round: scheduling.centralised needs every hospital every round (all)")
+    def task_spec(self) -> Any:
+        """The TaskSpec of `task` (fedsim.tasks.registry)."""
+        return task_spec(self.task)
 
     def num_hospitals(self) -> int:
-        """The federation's size: data.hospitals, or scheduling.hospitals for the scheduling task."""
-        return self.scheduling.hospitals if self.scheduling is not None else self.data.hospitals
+        """The federation's size (data.hospitals, or scheduling.hospitals for the scheduling task)."""
+        return self.task_spec().num_hospitals(self)
 
     def clients_per_round(self) -> int:
         """How many hospitals train each round."""
@@ -344,32 +302,6 @@ class Config(_Strict):
 
 # ----- loading ------------------------------------------------------------------------------
 _UNION_TAGS = {"source": "kind", "partition": "scheme", "strategy": "name"}
-
-
-def _field_path(loc: tuple[Any, ...]) -> str:
-    """Dotted path of a pydantic error location, without union tags and validator names."""
-    parts: list[str] = []
-    for i, item in enumerate(loc):
-        if i > 0 and loc[i - 1] in _UNION_TAGS and i < len(loc) - 1:
-            continue  # the tag pydantic inserts after a discriminated-union field
-        parts.append(str(item))
-    return ".".join(parts)
-
-
-def one_line_error(error: ValidationError) -> str:
-    """The first validation problem as `field.path: what was expected (got ...)`."""
-    first = error.errors()[0]
-    path = _field_path(first["loc"])
-    if first["type"] == "extra_forbidden":
-        return f"{path}: unknown key"
-    if first["type"] == "missing":
-        return f"{path}: required field is missing"
-    message = first["msg"].removeprefix("Value error, ")
-    if first["type"] == "value_error":  # our own validators already say what they got
-        return message if not path or message.startswith(f"{path}:") else f"{path}: {message}"
-    shown = first.get("input")
-    got = "" if isinstance(shown, dict) else f" (got {shown!r})"
-    return f"{path}: {message}{got}" if path else f"{message}{got}"
 
 
 def parse_config(raw: dict[str, Any]) -> Config:

@@ -1,10 +1,23 @@
-"""Models for small medical images."""
+"""Models for small medical images, by name: the built-in ones and any a user registers.
+
+A model factory takes (input channels, number of classes) and returns a fresh `torch.nn.Module`.
+The task resolves the name on the driver and carries the factory itself to the workers (Ray
+pickles a factory defined in a script or notebook by value), so workers need no registration.
+"""
 
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 from torch import nn
 from torchvision.models import resnet18
+
+from fedsim.errors import ConfigError
+from fedsim.registry import Registry
+
+ModelFactory = Callable[[int, int], nn.Module]
+MODELS: Registry[ModelFactory] = Registry("model")
 
 
 class SmallCNN(nn.Module):
@@ -42,9 +55,19 @@ def small_input_resnet18(in_channels: int, num_classes: int) -> nn.Module:
     return model
 
 
-def build_model(name: str, in_channels: int, num_classes: int) -> nn.Module:
-    if name == "small_cnn":
-        return SmallCNN(in_channels, num_classes)
-    if name == "resnet18":
-        return small_input_resnet18(in_channels, num_classes)
-    raise ValueError(f"model.name: expected small_cnn or resnet18, got {name!r}")
+def register_model(name: str, factory: ModelFactory) -> ModelFactory:
+    """Make `factory(in_channels, num_classes) -> nn.Module` available as `model.name: <name>`."""
+    MODELS.register(name, factory)
+    return factory
+
+
+def model_factory(name: str) -> ModelFactory:
+    factory = MODELS.get(name)
+    if factory is None:
+        raise ConfigError(f"model.name: unknown model {name!r}; expected one of {', '.join(MODELS.names())} "
+                          "(or register yours with fedsim.register_model)")
+    return factory
+
+
+register_model("small_cnn", SmallCNN)
+register_model("resnet18", small_input_resnet18)

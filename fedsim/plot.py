@@ -13,8 +13,9 @@ import pandas as pd
 from matplotlib.figure import Figure  # figures without pyplot: no GUI backend, nothing to close
 from matplotlib.ticker import MaxNLocator, NullLocator
 
-from fedsim.config import ConfigError
+from fedsim.errors import ConfigError
 from fedsim.sweep import RESULTS, read_results
+from fedsim.tasks.registry import task_spec
 
 GB = 1024**3
 
@@ -50,7 +51,7 @@ def accuracy_vs_round(frame: pd.DataFrame) -> Figure:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     for ax in axes[:, 0]:
-        ax.set_ylabel(metric.removeprefix("global_").replace("_", " "))
+        ax.set_ylabel(_label(frame, metric))
     for ax in list(axes.flat)[len(settings):]:
         ax.set_visible(False)
     axes.flat[0].legend(title="strategy", fontsize=8)
@@ -79,7 +80,7 @@ def worst_decile_vs_heterogeneity(frame: pd.DataFrame) -> Figure:
         if level == "alpha":
             ax.set_xscale("log")
         ax.set(title=titles.get(level, "heterogeneity not swept"), xlabel=level or "strategy",
-               ylabel="worst-10% hospital " + metric.removeprefix("hospital_").removesuffix("_worst10"))
+               ylabel=_label(frame, metric))
         ax.grid(alpha=0.3)
         ax.legend(title="strategy", fontsize=8)
     figure.suptitle("Worst-decile hospital accuracy after the last round (mean and std over seeds)")
@@ -136,6 +137,12 @@ def save_plots(sweep_dir: str | Path, out: str | Path | None = None) -> list[Pat
         figure.savefig(path, dpi=120)
         paths.append(path)
     return paths
+
+
+def _label(frame: pd.DataFrame, metric: str) -> str:
+    """The trials' task's label for `metric` (fedsim.tasks.registry)."""
+    task = frame["task"].iloc[0] if "task" in frame else "classification"
+    return task_spec(task).label(metric)
 
 
 def _global_metric(frame: pd.DataFrame) -> str:

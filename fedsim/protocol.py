@@ -9,6 +9,14 @@ import numpy as np
 
 from fedsim.params import Params
 
+#: Local-objective terms a LocalPlan can ask for, and other things a strategy or update stage may
+#: need of a task; a task declares which it offers (`Task.capabilities`), and config validation
+#: refuses a pairing that lacks one, in one line.
+PROXIMAL, GRADIENT_CORRECTION, FAIRNESS = "a proximal term", "a gradient correction", "a fairness term"
+PLAIN_SGD = "plain local SGD at train.lr"
+NORMALIZATION_LAYERS = "normalisation layers"
+VALIDATION_METRICS = "validation accuracy and loss"
+
 
 @dataclass(frozen=True)
 class Cohort:
@@ -17,7 +25,34 @@ class Cohort:
     hospitals: np.ndarray  # sorted hospital ids
     sizes: np.ndarray  # training samples
     epochs: np.ndarray  # local epochs this round
-    steps: np.ndarray  # local optimiser steps those epochs take (FedNova's tau_i)
+
+
+@dataclass(frozen=True)
+class LocalPlan:
+    """What one hospital is asked to do locally this round.
+
+    - `epochs` of local training;
+    - `mu`: FedProx's proximal term, add (mu/2)||w - w_start||^2 to the objective;
+    - `gradient_correction`: name -> array added to every gradient (SCAFFOLD's c - c_i);
+    - `fairness_lambda` with `global_loss`: FedMRL's fairness term lambda * (L_h - L_global)^2.
+    """
+
+    epochs: int
+    mu: float = 0.0
+    gradient_correction: Mapping[str, np.ndarray] | None = None
+    fairness_lambda: float = 0.0
+    global_loss: float = float("nan")
+
+    def terms(self) -> frozenset[str]:
+        """The local-objective terms this plan switches on."""
+        used = set()
+        if self.mu > 0:
+            used.add(PROXIMAL)
+        if self.gradient_correction:
+            used.add(GRADIENT_CORRECTION)
+        if self.fairness_lambda > 0:
+            used.add(FAIRNESS)
+        return frozenset(used)
 
 
 @dataclass(frozen=True)
@@ -26,13 +61,12 @@ class Instruction:
 
     `weight` is the hospital's share of the aggregate, fixed before training so that workers can
     sum weighted contributions (a strategy that weighs after training replaces it with the
-    weight its `weigh` returns); `settings` are per-hospital knobs the task reads (local epochs,
-    FedProx's mu, ...), absent keys meaning the task's configured default.
+    weight its `weigh` returns).
     """
 
     hospital: int
     weight: float
-    settings: Mapping[str, Any] = field(default_factory=dict)
+    plan: LocalPlan
 
 
 @dataclass
@@ -41,9 +75,9 @@ class LocalResult:
 
     params: Params
     num_samples: int
-    steps: int
+    steps: int  # optimiser steps taken (0: the hospital did not train, e.g. a DQN before learning starts)
     metrics: dict[str, float]
-    state: Any = None  # per-hospital state to keep until this hospital's next round
+    state: Any = None  # per-hospital task state to keep until this hospital's next round
 
 
 @dataclass(frozen=True)
@@ -62,14 +96,24 @@ class ClientReport:
 @dataclass
 class Aggregate:
     """What reaches the strategy's aggregate step: `total` is the exact sum of all hospitals'
-    weighted contributions (summed on the workers)."""
+    weighted contributions (summed on the workers, then passed through the update stages'
+    server halves)."""
 
     instructions: list[Instruction]
     reports: list[ClientReport]  # the hospitals' loggable outcomes, in instructions order
     total: dict[str, np.ndarray]
 
 
+@dataclass(frozen=True)
+class HospitalState:
+    """What the engine keeps for a hospital between its rounds, whichever worker runs it next:
+    the task's (a DQN's replay buffer), the strategy's (FedBN's BN, SCAFFOLD's c_i) and each
+    update stage's (an error-feedback residual), in pipeline order."""
+
+    task: Any = None
+    strategy: Any = None
+    stages: tuple[Any, ...] = field(default_factory=tuple)
+
+
 #: What a worker sends first when the strategy weighs after training: (hospital, summary) pairs.
 Summaries = list[tuple[int, dict[str, np.ndarray]]]
-#: What the engine keeps for a hospital between its rounds: (task state, strategy state).
-HospitalState = tuple[Any, Any]

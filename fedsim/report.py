@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from fedsim.config import Config
 from fedsim.results import ROUNDS, RunDirectory
 
 def _columns(names: list[str]) -> list[tuple[str, str, str]]:
@@ -33,16 +32,6 @@ def _cell(value: object, template: str) -> str:
     return template.format(value)
 
 
-def _workload(config: Config) -> str:
-    """What the hospitals do, in a few words."""
-    scheduling = config.scheduling
-    if scheduling is not None:
-        learner = "centralised dqn" if scheduling.centralised else scheduling.policy
-        return f"scheduling with {learner}, {scheduling.hospitals} hospitals"
-    data = config.data
-    return f"data {data.source.kind}, {data.hospitals} hospitals ({data.partition.scheme} partition)"
-
-
 def render_report(path: str | Path) -> str:
     """A markdown table of the run's rounds, with a header saying what ran and how far it got."""
     run = RunDirectory(path)
@@ -55,7 +44,7 @@ def render_report(path: str | Path) -> str:
     status = "complete" if done == config.rounds else f"incomplete: {done} of {config.rounds} rounds finished"
     lines = [
         f"run {run.path} ({status})",
-        f"strategy {config.strategy.name}, {_workload(config)}, {config.clients_per_round()} per round, seed {config.seed}",
+        f"strategy {config.strategy.name}, {config.task_spec().describe(config)}, {config.clients_per_round()} per round, seed {config.seed}",
         "",
         "| " + " | ".join(title for _, title, _ in columns) + " |",
         "|" + "|".join("---:" for _ in columns) + "|",

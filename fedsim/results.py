@@ -9,8 +9,9 @@ see, every finished round stays readable, and `pyarrow.parquet.read_table(run / 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -22,6 +23,17 @@ CLIENTS = "clients"
 HOSPITAL_EVAL = "hospital_eval"
 PARTITION = "partition"
 RESOURCES = "resources"  # machine cost per round; not a metric, so it varies run to run
+MODEL = "model.pt"  # the final global model, a torch state_dict
+
+
+def fresh_run_dir(name: str, root: str | Path = "runs") -> Path:
+    """A new run directory `root/<name>-<YYYYmmdd-HHMMSS>` (suffixed -2, -3, ... if taken)."""
+    base = Path(root) / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    path, suffix = base, 1
+    while path.exists():
+        suffix += 1
+        path = base.with_name(f"{base.name}-{suffix}")
+    return path
 
 
 class RunDirectory:
@@ -33,7 +45,7 @@ class RunDirectory:
         """Start a new run directory; refuses one that already holds results (nothing is lost)."""
         run = cls(path)
         if run.path.exists() and any(run.path.iterdir()):
-            raise ConfigError(f"--out {run.path}: directory already holds a run; choose a new one")
+            raise ConfigError(f"{run.path}: directory already holds a run; choose a new run directory")
         run.path.mkdir(parents=True, exist_ok=True)
         (run.path / "config.yaml").write_text(dump_config(config))
         return run
@@ -47,6 +59,12 @@ class RunDirectory:
     def write_table(self, name: str, table: pa.Table) -> None:
         """Write a one-off table (e.g. partition statistics) as a single part."""
         self._write_part(name, 0, table)
+
+    def write_atomically(self, name: str, write: Callable[[Path], None]) -> None:
+        """Write the file `name` through a temporary file renamed into place."""
+        temporary = self.path / f".{name}.tmp"
+        write(temporary)
+        os.replace(temporary, self.path / name)
 
     def append(self, name: str, part: int, rows: Iterable[Mapping[str, Any]]) -> None:
         rows = list(rows)

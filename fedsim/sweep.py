@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fedsim.config import Config, ConfigError, one_line_error, load_config, merge_settings, parse_config
 from fedsim.results import RESOURCES, ROUNDS, RunDirectory
+from fedsim.tasks.registry import task_spec
 
 if TYPE_CHECKING:
     from ray.tune import PlacementGroupFactory
@@ -211,8 +212,8 @@ def trial_table(run_dir: str | Path) -> pa.Table:
     run = RunDirectory(run_dir)
     rounds = run.read(ROUNDS)
     rounds = rounds.rename_columns(["hospitals_trained" if name == "hospitals" else name for name in rounds.column_names])
-    joined = rounds.join(run.read(RESOURCES), "round", join_type="left outer")
-    return joined.sort_by("round")
+    joined = rounds.join(run.read(RESOURCES), "round", join_type="left outer").sort_by("round")
+    return joined.append_column("task", pa.array([run.config().task] * joined.num_rows))
 
 
 def _run_trial(params: dict[str, Any], configs: dict[str, dict[str, Any]], out: str) -> None:
@@ -257,24 +258,31 @@ def _clear_leftovers(out: Path, trial: Trial) -> None:
 
 
 def _trial_settings(base: dict[str, Any], point: dict[str, Any], samples_per_hospital: int | None) -> dict[str, Any]:
-    """The base settings with one grid point applied."""
-    update: dict[str, Any] = {}
-    data: dict[str, Any] = {}
+    """The base settings with one grid point applied (the task's spec says which keys the
+    hospitals and heterogeneity axes set)."""
+    spec = task_spec(base["task"])
+    settings = base
     if point["hospitals"] is not None:
-        data["hospitals"] = point["hospitals"]
-    if point["alpha"] is not None:
-        data["partition"] = {"scheme": "dirichlet", "alpha": point["alpha"]}
-    if point["eta"] is not None:
-        data["partition"] = {"scheme": "shards", "eta": point["eta"]}
+        settings = merge_settings(settings, _nested(spec.hospitals_key, point["hospitals"]))
+    for axis in ("alpha", "eta"):
+        if point[axis] is not None:
+            if axis not in spec.heterogeneity_axes:
+                raise ConfigError(f"grid.{axis}: task {spec.name} has no {axis} axis")
+            settings = merge_settings(settings, spec.heterogeneity_axes[axis](point[axis]))
     if samples_per_hospital is not None:
-        data["source"] = {"train_samples": samples_per_hospital * data.get("hospitals", base["data"]["hospitals"])}
-    if data:
-        update["data"] = data
+        hospitals = settings["data"]["hospitals"]
+        settings = merge_settings(settings, {"data": {"source": {"train_samples": samples_per_hospital * hospitals}}})
     if point["strategy"] is not None:
-        update["strategy"] = point["strategy"]
+        settings = merge_settings(settings, {"strategy": point["strategy"]})
     if point["seed"] is not None:
-        update["seed"] = point["seed"]
-    return merge_settings(base, update)
+        settings = merge_settings(settings, {"seed": point["seed"]})
+    return settings
+
+
+def _nested(dotted: str, value: Any) -> dict[str, Any]:
+    for part in reversed(dotted.split(".")):
+        value = {part: value}
+    return value
 
 
 def _absolute_paths(source: dict[str, Any]) -> dict[str, Any]:

@@ -8,7 +8,9 @@ import pytest
 from fedsim.engine.fixed_point import FixedPointSum
 from fedsim.engine.server import ServerCore
 from fedsim.engine.worker import WorkerCore
-from fedsim.strategies import FedAvg
+from fedsim.pipeline.base import Pipeline
+from fedsim.protocol import HospitalState
+from fedsim.strategies.fedavg import FedAvg
 from toy_task import ToyTask, full_cohort
 
 
@@ -40,14 +42,14 @@ def test_fixed_point_sum_refuses_overflow_instead_of_wrapping() -> None:
 def _round(task: ToyTask, groups: list[list[int]], seed: int = 7) -> dict[str, np.ndarray]:
     """One FedAvg round of all hospitals, with hospitals split over workers as in `groups`."""
     strategy = FedAvg()
-    server = ServerCore(strategy, task.initial_params(0))
+    server = ServerCore(strategy, Pipeline([]), task.initial_params(0))
     instructions = server.configure(1, full_cohort(task))
     partials, all_reports = [], []
     for group in groups:
-        worker = WorkerCore(task, strategy, use_gpu=False, threads=1)
+        worker = WorkerCore(task, strategy, Pipeline([]), use_gpu=False, threads=1)
         jobs = [instructions[h] for h in group]
         partial, reports, *states = worker.train(1, seed, server.broadcast, jobs, *[None] * len(jobs))
-        assert [r.hospital for r in reports] == group and states == [(1, None)] * len(group)
+        assert [r.hospital for r in reports] == group and states == [HospitalState(1, None, ())] * len(group)
         partials.append(partial)
         all_reports += reports
     params, *_ = server.aggregate(1, instructions, all_reports, *partials)

@@ -10,16 +10,18 @@ import pytest
 import torch
 
 from fedsim.config import load_config
-from fedsim.engine.server import ServerCore
-from fedsim.engine.worker import WorkerCore
+from fedsim.engine.in_process import InProcessBackend
+from fedsim.engine.rounds import run_round
 from fedsim.fedmrl.qmix import QMIXSettings, QMIXTeam
 from fedsim.fedmrl.qmix_modules import MonotonicMixer
 from fedsim.fedmrl.replay import JointTransition
 from fedsim.fedmrl.som import SOMWeighting, som_densities
 from fedsim.params import is_trained
-from fedsim.protocol import Cohort, Instruction
+from fedsim.pipeline.base import Pipeline
+from fedsim.protocol import Cohort, Instruction, LocalPlan
 from fedsim.simulation import Simulation
-from fedsim.strategies import FedMRL, FedProx
+from fedsim.strategies.fedmrl import FedMRL
+from fedsim.strategies.fedprox import FedProx
 from fedsim.tasks.classification import fairness_term
 from fedsim.tasks.factory import build_task
 
@@ -90,39 +92,38 @@ def test_som_weights_discount_a_label_flipped_hospital() -> None:
     labels.setflags(write=True)
     labels[flip] = 1 - labels[flip]
     # outliers show once the model has learned something: start from a briefly pre-trained model
-    start = task.train(0, task.initial_params(0), Instruction(0, 1.0, {"epochs": 3}), None, seed=0).params
+    start = task.train(0, task.initial_params(0), LocalPlan(epochs=3), None, seed=0).params
     strategy = FedMRL(config.strategy, total_rounds=1, max_cohort=8, seed=0)
     sketches = []
     for hospital in range(8):
-        result = task.train(hospital, start, Instruction(hospital, 1.0), None, seed=hospital)
-        sketches.append(strategy.contribution(result, Instruction(hospital, 1.0, {"mu": 0.0}), start)["sketch"])
+        result = task.train(hospital, start, LocalPlan(epochs=1), None, seed=hospital)
+        sketches.append(strategy.contribution(result, Instruction(hospital, 1.0, LocalPlan(epochs=1)), start)["sketch"])
     weights, densities = SOMWeighting(64, 4, seed=0).weights(np.array(sketches), task.hospital_sizes())
     others = np.delete(weights, flipped)
     assert weights[flipped] < others.min()
     np.testing.assert_allclose(weights, task.hospital_sizes() * densities / np.sum(task.hospital_sizes() * densities))
 
 
-def _one_round(task, strategy, groups: list[list[int]]) -> tuple[dict, list, dict, dict]:
-    """One round through the real worker/server code, hospitals split over `groups` of workers;
-    returns the new broadcast and, for a strategy that weighs after training, the summaries the
-    server saw, the weights and the contributions the workers held."""
-    server = ServerCore(strategy, task.initial_params(0))
+class _Recording(InProcessBackend):
+    """The in-process backend, remembering what the server saw when it weighed."""
+
+    def weigh(self, round_index, instructions, reports, summaries):
+        self.summaries = [summary for batch in summaries for summary in batch]
+        self.held = {h: c for worker in self._trained for h, c in worker.held.items()}
+        self.weights = super().weigh(round_index, instructions, reports, summaries)
+        return self.weights
+
+
+def _one_round(task, strategy, workers: int) -> tuple[dict, list, dict, dict]:
+    """One round of the engine's protocol, hospitals split over `workers`; returns the new
+    broadcast and, for a strategy that weighs after training, the summaries the server saw, the
+    weights and the contributions the workers held."""
+    backend = _Recording(task, strategy, Pipeline([]), task.initial_params(0), 7, workers)
     hospitals = np.arange(task.num_hospitals)
-    ones = np.ones(len(hospitals), dtype=np.int64)
-    instructions = server.configure(1, Cohort(hospitals, task.hospital_sizes(), ones, ones))
-    workers, partials, reports, held = [], [], [], {}
-    for group in groups:
-        worker = WorkerCore(task, strategy, use_gpu=False, threads=1)
-        partial, batch_reports = worker.train(1, 7, server.broadcast, [instructions[i] for i in group], *[None] * len(group))
-        workers.append(worker)
-        partials.append(partial)
-        reports += batch_reports
-        held.update(worker.held)
+    run_round(backend, task, 1, Cohort(hospitals, task.hospital_sizes(), np.ones(len(hospitals), dtype=np.int64)), None)
     if not strategy.weighs_after_training:
-        return server.aggregate(1, instructions, reports, *partials)[0], [], {}, {}
-    weights = server.weigh(1, instructions, reports, *partials)
-    broadcast, *_ = server.aggregate(1, instructions, reports, *[w.weighted_sum(weights) for w in workers])
-    return broadcast, [s for batch in partials for s in batch], weights, held
+        return backend.server.broadcast, [], {}, {}
+    return backend.server.broadcast, backend.summaries, backend.weights, backend.held
 
 
 def _fedmrl(settings: str):
@@ -134,8 +135,8 @@ def _fedmrl(settings: str):
 def test_fedmrl_server_sees_sketches_only_and_aggregates_with_som_weights() -> None:
     task, strategy = _fedmrl("{name: fedmrl, qmix: false, fixed_mu: 0.01}")
     start = task.initial_params(0)
-    together, summaries, weights, held = _one_round(task, strategy, [[0, 1, 2, 3]])
-    split, _, split_weights, _ = _one_round(task, _fedmrl("{name: fedmrl, qmix: false, fixed_mu: 0.01}")[1], [[0, 2], [3, 1]])
+    together, summaries, weights, held = _one_round(task, strategy, workers=1)
+    split, _, split_weights, _ = _one_round(task, _fedmrl("{name: fedmrl, qmix: false, fixed_mu: 0.01}")[1], workers=2)
     assert all(list(summary) == ["sketch"] for _, summary in summaries)
     assert sum(weights.values()) == pytest.approx(1.0) and len(set(weights.values())) > 1
     assert split_weights == weights
@@ -148,8 +149,8 @@ def test_fedmrl_server_sees_sketches_only_and_aggregates_with_som_weights() -> N
 
 def test_fedmrl_with_every_part_off_is_fedprox() -> None:
     task, strategy = _fedmrl("{name: fedmrl, qmix: false, som: false, fairness_lambda: 0, fixed_mu: 0.1}")
-    fedmrl, *_ = _one_round(task, strategy, [[0, 1], [2, 3]])
-    fedprox, *_ = _one_round(task, FedProx(0.1), [[0, 1], [2, 3]])
+    fedmrl, *_ = _one_round(task, strategy, workers=2)
+    fedprox, *_ = _one_round(task, FedProx(0.1), workers=2)
     moved = False
     for name, value in fedprox.items():
         np.testing.assert_allclose(fedmrl[name], value, rtol=0, atol=1e-6)
@@ -160,8 +161,7 @@ def test_fedmrl_with_every_part_off_is_fedprox() -> None:
 def test_team_reward_is_the_change_of_the_configured_metric() -> None:
     config = load_config(None, ["strategy={name: fedmrl, reward: val_balanced_accuracy}"])
     strategy = FedMRL(config.strategy, total_rounds=3, max_cohort=2, seed=0)
-    ones = np.ones(2, dtype=np.int64)
-    cohort = Cohort(np.array([0, 1]), np.array([10, 30]), ones, ones)
+    cohort = Cohort(np.array([0, 1]), np.array([10, 30]), np.ones(2, dtype=np.int64))
     first = {"val_accuracy": 0.9, "val_balanced_accuracy": 0.50, "val_loss": 0.4}
     then = {"val_accuracy": 0.7, "val_balanced_accuracy": 0.62, "val_loss": 0.5}
     strategy.configure(1, cohort)
@@ -195,9 +195,9 @@ def test_fairness_term_gradient_matches_finite_differences() -> None:
     torch.testing.assert_close(analytic, numeric, rtol=1e-5, atol=1e-8)
 
 
-def test_fedmrl_run_logs_mu_and_som_weight_per_hospital(ray_cluster, tmp_path: Path) -> None:
+def test_fedmrl_run_logs_mu_and_som_weight_per_hospital(tmp_path: Path) -> None:
     config = load_config(None, [
-        "rounds=3", "data.source={kind: synthetic, classes: 3, train_samples: 2000, test_samples: 200}",
+        "rounds=3", "engine.backend=in_process", "data.source={kind: synthetic, classes: 3, train_samples: 2000, test_samples: 200}",
         "data.hospitals=50", "sampling.clients_per_round=10", "train.epochs=1", "strategy=fedmrl",
     ])
     Simulation(config, tmp_path / "run", quiet=True).run()
@@ -212,9 +212,9 @@ def test_fedmrl_run_logs_mu_and_som_weight_per_hospital(ray_cluster, tmp_path: P
     assert all(0 <= v <= 1 for v in rounds["global_val_balanced_accuracy"])
 
 
-def test_fedmrl_ablations_switch_parts_off(ray_cluster, tmp_path: Path) -> None:
+def test_fedmrl_ablations_switch_parts_off(tmp_path: Path) -> None:
     config = load_config(None, [
-        "rounds=2", "data.source={kind: synthetic, classes: 2, train_samples: 400, test_samples: 100}",
+        "rounds=2", "engine.backend=in_process", "data.source={kind: synthetic, classes: 2, train_samples: 400, test_samples: 100}",
         "data.hospitals=6", "train.epochs=1",
         "strategy={name: fedmrl, qmix: false, fixed_mu: 0.1, som: false, fairness_lambda: 0}",
     ])

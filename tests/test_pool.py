@@ -7,15 +7,16 @@ import numpy as np
 from fedsim.engine.pool import WorkerPool
 from fedsim.engine.sampling import balance, sample_hospitals
 from fedsim.engine.server import ServerCore
-from fedsim.strategies import FedAvg
+from fedsim.pipeline.base import Pipeline
+from fedsim.strategies.fedavg import FedAvg
 from toy_task import ToyTask, full_cohort
 
 
 def _run(ray, workers: int, rounds: int, per_round: int) -> tuple[list[np.ndarray], dict[int, int], dict]:
     task = ToyTask(num_hospitals=8)
     strategy = FedAvg()
-    pool = WorkerPool(ray.put(task), strategy, workers, num_cpus=0.5, num_gpus=0, keeps_hospital_state=True)
-    server = ray.remote(ServerCore).options(num_cpus=0).remote(strategy, task.initial_params(0))
+    pool = WorkerPool(ray.put(task), strategy, Pipeline([]), workers, num_cpus=0.5, num_gpus=0, keeps_hospital_state=True)
+    server = ray.remote(ServerCore).options(num_cpus=0).remote(strategy, Pipeline([]), task.initial_params(0))
     global_ref = ray.put(task.initial_params(0))
     history, sampled_counts = [], {h: 0 for h in range(8)}
     try:

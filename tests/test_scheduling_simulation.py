@@ -9,12 +9,14 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from fedsim.cli import main
 from fedsim.comparison import load_variants, plan_variants, run_all, summary_table
 from fedsim.config import ConfigError, load_config
 from fedsim.scheduling.metrics import METRIC_NAMES
 from fedsim.simulation import Simulation
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+EXAMPLE = EXPERIMENTS / "configs" / "scheduling.yaml"
 TINY = [
     "task=scheduling",
     "rounds=2",
@@ -99,3 +101,22 @@ def test_a_bad_variants_file_fails_with_one_line(tmp_path: Path) -> None:
     path.write_text("typo: {scheduling: {polcy: fifo}}\n")
     with pytest.raises(ConfigError, match="scheduling.polcy: unknown key"):
         plan_variants(None, ["task=scheduling"], load_variants(path), [0])
+
+
+@pytest.mark.parametrize("strategy", ["fedbn", "scaffold", "fednova"])
+def test_strategies_the_dqn_cannot_support_are_refused_before_ray_with_exit_2(strategy: str, capsys, monkeypatch) -> None:
+    import ray
+
+    monkeypatch.setattr(ray, "init", lambda *a, **k: pytest.fail("refused configs must not start Ray"))
+    assert main(["run", str(EXAMPLE), "--set", f"strategy={strategy}", "--quiet"]) == 2
+    message = capsys.readouterr().err.strip()
+    assert message.startswith(f"fedsim: error: strategy.name: {strategy} needs") and "\n" not in message
+
+
+def test_fedprox_federates_the_dqn_for_two_rounds(tmp_path: Path) -> None:
+    for strategy in ("{name: fedprox, mu: 0.1}",):
+        config = load_config(None, [*TINY, f"strategy={strategy}", "engine.backend=in_process"])
+        out = tmp_path / config.strategy.name
+        Simulation(config, out, quiet=True).run()
+        rounds = pq.read_table(out / "rounds.parquet").to_pydict()
+        assert rounds["round"] == [1, 2] and all(np.isfinite(rounds["global_acuity_weighted_wait"]))

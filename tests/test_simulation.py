@@ -120,7 +120,7 @@ def test_config_errors_stop_before_ray_with_one_line(overrides, field, tmp_path:
     def ray_must_not_start(*args, **kwargs):
         raise AssertionError("Ray was started for an invalid config")
 
-    monkeypatch.setattr("fedsim.simulation.ray_session", ray_must_not_start)
+    monkeypatch.setattr("fedsim.engine.ray_backend.ray_session", ray_must_not_start)
     args = ["run", "--out", str(tmp_path / "never")]
     for setting in overrides:
         args += ["--set", setting]
@@ -168,11 +168,12 @@ def test_gpu_request_on_a_gpu_less_cluster_fails_fast(ray_cluster) -> None:
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal where torch sees no GPU")
 def test_a_worker_given_a_gpu_its_torch_cannot_use_refuses_instead_of_running_on_cpu() -> None:
     from fedsim.engine.worker import WorkerCore
-    from fedsim.strategies import FedAvg
+    from fedsim.pipeline.base import Pipeline
+    from fedsim.strategies.fedavg import FedAvg
     from toy_task import ToyTask
 
     with pytest.raises(RuntimeError, match="engine.num_gpus: .*cannot use it"):
-        WorkerCore(ToyTask(num_hospitals=2), FedAvg(), use_gpu=True, threads=1)
+        WorkerCore(ToyTask(num_hospitals=2), FedAvg(), Pipeline([]), use_gpu=True, threads=1)
 
 
 STRATEGY_COLUMNS = {

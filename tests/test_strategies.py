@@ -7,39 +7,23 @@ import pytest
 import torch
 
 from fedsim.config import load_config
-from fedsim.engine.server import ServerCore
+from fedsim.engine.rounds import local_epochs
 from fedsim.engine.worker import WorkerCore
-from fedsim.local_work import local_epochs
 from fedsim.params import is_trained
-from fedsim.protocol import Aggregate, Instruction, LocalResult
+from fedsim.pipeline.base import Pipeline
+from fedsim.protocol import Aggregate, Cohort, Instruction, LocalPlan, LocalResult
 from fedsim.seeding import Stream, seed_for
-from fedsim.strategies import FedAdaptive, FedAvg, FedBN, FedNova, FedProx, Scaffold, Strategy
-from fedsim.strategies.fednova import effective_steps
+from fedsim.strategies.fedadam import FedAdam, FedAdamConfig
+from fedsim.strategies.fedavg import FedAvg
+from fedsim.strategies.fedbn import FedBN
+from fedsim.strategies.fednova import FedNova, effective_steps
+from fedsim.strategies.fedprox import FedProx
+from fedsim.strategies.fedyogi import FedYogiConfig
+from fedsim.strategies.scaffold import Scaffold
 from fedsim.tasks.classification import proximal_term
 from fedsim.tasks.factory import build_task
+from in_process import SEED, one_round
 from toy_task import ToyTask, full_cohort
-
-SEED = 11
-
-
-def one_round(task, strategy: Strategy, cohort, broadcast=None, states=None, groups=None):
-    """One round through the real worker/server code (no Ray); returns broadcast, reports, states."""
-    server = ServerCore(strategy, task.initial_params(0))
-    if broadcast is not None:
-        server.broadcast = broadcast
-    instructions = server.configure(1, cohort)
-    groups = groups or [list(range(len(instructions)))]
-    states = states or {}
-    partials, reports, new_states = [], [], {}
-    for group in groups:
-        worker = WorkerCore(task, strategy, use_gpu=False, threads=1)
-        jobs = [instructions[i] for i in group]
-        partial, batch, *kept = worker.train(1, SEED, server.broadcast, jobs, *[states.get(j.hospital) for j in jobs])
-        partials.append(partial)
-        reports += batch
-        new_states.update({j.hospital: s for j, s in zip(jobs, kept)})
-    broadcast, metrics, *_ = server.aggregate(1, instructions, reports, *partials)
-    return broadcast, reports, new_states, metrics
 
 
 def toy_locals(task: ToyTask, hospitals, epochs, start):
@@ -81,18 +65,15 @@ def test_fedprox_large_mu_keeps_local_models_near_the_global(image_task) -> None
     def drift(mu: float) -> float:
         strategy = FedProx(mu)
         instruction = strategy.configure(1, cohort)[0]
-        result = image_task.train(0, start, instruction, None, SEED)
+        result = image_task.train(0, start, instruction.plan, None, SEED)
         return sum(float(np.sum((result.params[k] - start[k]) ** 2)) for k in start if is_trained(k, start[k]))
 
     assert drift(10.0) < 0.5 * drift(0.0)
 
 
 def full_cohort_of(task, epochs=None):
-    from fedsim.protocol import Cohort
-
     ids = np.arange(task.num_hospitals)
-    work = np.array(epochs or [1] * len(ids))
-    return Cohort(ids, task.hospital_sizes(), work, np.array([task.local_steps(h, e) for h, e in zip(ids, work)]))
+    return Cohort(ids, task.hospital_sizes(), np.array(epochs or [1] * len(ids)))
 
 
 # ----- FedNova ---------------------------------------------------------------------------------
@@ -100,7 +81,7 @@ def test_fednova_matches_normalised_update_for_different_tau() -> None:
     task = ToyTask(num_hospitals=4)
     epochs = [1, 2, 5, 3]
     cohort = full_cohort(task, epochs=epochs)
-    broadcast, reports, _, metrics = one_round(task, FedNova(momentum=0.0), cohort, groups=[[0, 3], [1, 2]])
+    broadcast, reports, _, metrics = one_round(task, FedNova(momentum=0.0), cohort, workers=2)
     start = np.zeros(5, dtype=np.float32)
     local = toy_locals(task, range(4), epochs, start)
     p = task.hospital_sizes() / task.hospital_sizes().sum()
@@ -143,24 +124,22 @@ def test_fedbn_never_sends_bn_and_keeps_each_hospitals_bn(image_task) -> None:
     cohort = full_cohort_of(image_task)
     initial = image_task.initial_params(0)
     first, reports, states, _ = one_round(image_task, strategy, cohort)
-    contribution = strategy.contribution(
-        LocalResult(initial, 1, 1, {}), Instruction(0, 1.0), initial
-    )
+    contribution = strategy.contribution(LocalResult(initial, 1, 1, {}), Instruction(0, 1.0, LocalPlan(1)), initial)
     assert not keys & set(contribution)
     assert reports[0].upload_bytes == sum(4 * v.size for k, v in initial.items() if k not in keys and v.dtype.kind == "f")
     assert all(np.array_equal(first[k], initial[k]) for k in keys)  # the server never saw BN
-    own_bn = states[0][1]
+    own_bn = states[0].strategy
     assert set(own_bn) == keys and not all(np.array_equal(own_bn[k], initial[k]) for k in keys)
     start = strategy.model_params(first, own_bn)  # round 2 starts from the hospital's own BN
     assert all(np.array_equal(start[k], own_bn[k]) for k in keys)
     assert all(np.array_equal(start[k], first[k]) for k in first if k not in keys)
     # a second round carries each hospital's BN forward from its own first round
     _, _, second_states, _ = one_round(image_task, strategy, cohort, broadcast=first, states=states)
-    worker = WorkerCore(image_task, strategy, use_gpu=False, threads=1)
+    worker = WorkerCore(image_task, strategy, Pipeline([]), use_gpu=False, threads=1)
     own, _ = worker.evaluate(first, [0], [], states[0])
     shared, _ = worker.evaluate(first, [0], [], None)
     assert own != shared  # evaluation of a hospital uses its own BN
-    assert not all(np.array_equal(second_states[0][1][k], own_bn[k]) for k in keys)
+    assert not all(np.array_equal(second_states[0].strategy[k], own_bn[k]) for k in keys)
 
 
 # ----- SCAFFOLD --------------------------------------------------------------------------------
@@ -176,7 +155,7 @@ def test_scaffold_option_two_control_variates_by_hand() -> None:
     result = LocalResult({"w": y, "bn.running_mean": np.array([3.0], dtype=np.float32)}, 10, steps, {})
     instruction = strategy.configure(1, full_cohort(ToyTask(2), [0, 1]))[0]
     assert instruction.weight == 0.5
-    correction = strategy.local_settings(instruction, broadcast, c_i)["gradient_correction"]
+    correction = strategy.local_plan(instruction, broadcast, c_i).gradient_correction
     np.testing.assert_allclose(correction["w"], [0.1, 0.5])  # c - c_i
     assert "scaffold.c:w" not in strategy.model_params(broadcast)
     new_c_i, metrics = strategy.local_state(result, instruction, broadcast, c_i)
@@ -195,29 +174,28 @@ def test_scaffold_option_two_control_variates_by_hand() -> None:
 
 def test_task_applies_scaffold_gradient_correction(image_task) -> None:
     start = image_task.initial_params(0)
-    instruction = Instruction(0, 1.0, {"epochs": 1})
-    plain = image_task.train(0, start, instruction, None, SEED)
-    zeros = {k: np.zeros_like(v) for k, v in start.items() if k in dict(image_task._new_model().named_parameters())}
-    same = image_task.train(0, start, Instruction(0, 1.0, {"epochs": 1, "gradient_correction": zeros}), None, SEED)
+    plain = image_task.train(0, start, LocalPlan(epochs=1), None, SEED)
+    zeros = {k: np.zeros_like(v) for k, v in start.items() if k in dict(image_task.new_module().named_parameters())}
+    same = image_task.train(0, start, LocalPlan(epochs=1, gradient_correction=zeros), None, SEED)
     assert all(np.array_equal(plain.params[k], same.params[k]) for k in start)
     push = dict(zeros, **{"head.3.bias": np.full_like(zeros["head.3.bias"], 5.0)})
-    pushed = image_task.train(0, start, Instruction(0, 1.0, {"epochs": 1, "gradient_correction": push}), None, SEED)
+    pushed = image_task.train(0, start, LocalPlan(epochs=1, gradient_correction=push), None, SEED)
     shift = pushed.params["head.3.bias"] - plain.params["head.3.bias"]
     expected = -image_task.train_config.lr * pushed.steps * 5.0
     np.testing.assert_allclose(shift, expected, rtol=0.05)
 
 
 # ----- FedAdam / FedYogi -----------------------------------------------------------------------
-@pytest.mark.parametrize("variant", ["fedadam", "fedyogi"])
-def test_adaptive_server_step_matches_hand_computation(variant: str) -> None:
+@pytest.mark.parametrize("variant", [FedAdamConfig, FedYogiConfig])
+def test_adaptive_server_step_matches_hand_computation(variant) -> None:
     eta, b1, b2, tau = 0.1, 0.9, 0.99, 1e-3
-    strategy = FedAdaptive(variant, eta, b1, b2, tau)
+    strategy = variant(server_lr=eta, beta1=b1, beta2=b2, tau=tau).build(None, None)
     w = np.array([1.0, 2.0], dtype=np.float32)
     m, v = np.zeros(2), np.full(2, tau**2)
     for delta in (np.array([0.5, -0.2]), np.array([0.1, 0.3])):
         updated, metrics = strategy.aggregate(1, {"w": w}, Aggregate([], [], total={"w": delta}))
         m = b1 * m + (1 - b1) * delta
-        v = b2 * v + (1 - b2) * delta**2 if variant == "fedadam" else v - (1 - b2) * delta**2 * np.sign(v - delta**2)
+        v = b2 * v + (1 - b2) * delta**2 if variant is FedAdamConfig else v - (1 - b2) * delta**2 * np.sign(v - delta**2)
         expected = w + eta * m / (np.sqrt(v) + tau)
         np.testing.assert_allclose(updated["w"], expected.astype(np.float32), rtol=1e-6)
         w = updated["w"]
@@ -227,7 +205,7 @@ def test_adaptive_server_step_matches_hand_computation(variant: str) -> None:
 def test_adaptive_pseudo_gradient_is_weighted_mean_update() -> None:
     task = ToyTask(num_hospitals=3)
     cohort = full_cohort(task)
-    strategy = FedAdaptive("fedadam", 1.0, 0.0, 0.0, 1e-9)  # beta1 = beta2 = 0: step = sign(delta)
+    strategy = FedAdam(FedAdamConfig(server_lr=1.0, beta1=0.0, beta2=0.0, tau=1e-9))  # beta1 = beta2 = 0: step = sign(delta)
     broadcast, *_ = one_round(task, strategy, cohort)
     start = np.zeros(5, dtype=np.float32)
     p = task.hospital_sizes() / task.hospital_sizes().sum()
@@ -247,3 +225,38 @@ def test_local_epochs_modes() -> None:
     draws = np.concatenate([local_epochs(uniform, sizes, hospitals, 0, r) for r in range(50)])
     assert draws.min() == 1 and draws.max() == 5
     assert np.array_equal(local_epochs(uniform, sizes, hospitals, 0, 3), local_epochs(uniform, sizes, hospitals, 0, 3))
+
+
+# ----- hospitals that took no optimiser step ---------------------------------------------------
+class _IdleFirst(ToyTask):
+    """Hospital 0 takes no optimiser step (as a DQN before learning starts): its model is unchanged."""
+
+    def train(self, hospital, params, plan, state, seed):
+        result = super().train(hospital, params, plan, state, seed)
+        if hospital == 0:
+            result.params, result.steps = dict(params), 0
+        return result
+
+
+def test_fednova_leaves_a_hospital_without_steps_out_of_its_normalisation() -> None:
+    task = _IdleFirst(num_hospitals=4)
+    broadcast, reports, _, metrics = one_round(task, FedNova(momentum=0.5), full_cohort(task))
+    assert reports[0].steps == 0 and reports[0].metrics["fednova_a"] == 0.0
+    start = np.zeros(5, dtype=np.float32)
+    p = task.hospital_sizes() / task.hospital_sizes().sum()
+    a = effective_steps(1, 0.5)
+    local = toy_locals(task, range(4), [1] * 4, start)
+    d = [np.zeros(5)] + [(start - w) / a for w in local[1:]]
+    tau_eff = float(np.sum(p[1:] * a))
+    assert metrics["tau_eff"] == pytest.approx(tau_eff)
+    np.testing.assert_allclose(broadcast["w"], start - tau_eff * sum(pk * dk for pk, dk in zip(p, d)), atol=1e-6)
+
+
+def test_scaffold_keeps_the_control_variate_of_a_hospital_without_steps() -> None:
+    task = _IdleFirst(num_hospitals=4)
+    strategy = Scaffold(local_lr=0.1, server_lr=1.0, num_hospitals=4)
+    broadcast, _, states, _ = one_round(task, strategy, full_cohort(task))
+    assert all(np.all(np.isfinite(array)) for array in broadcast.values())
+    assert all(np.all(v == 0) for v in states[0].strategy.values())  # c_i unchanged (zero at first)
+    others, *_ = one_round(task, Scaffold(local_lr=0.1, server_lr=1.0, num_hospitals=4), full_cohort(task, [1, 2, 3]))
+    np.testing.assert_allclose(broadcast["w"], others["w"] * 3 / 4, atol=1e-6)  # its y_i - x is 0 in the 1/|S| mean

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from fedsim.params import Params
-from fedsim.protocol import Cohort, Instruction, LocalResult
+from fedsim.protocol import Cohort, LocalPlan, LocalResult
 from fedsim.tasks.base import Task
 
 
@@ -34,9 +34,6 @@ class ToyTask(Task):
     def hospital_sizes(self) -> np.ndarray:
         return self.sizes
 
-    def local_steps(self, hospital: int, epochs: int) -> int:
-        return epochs
-
     def initial_params(self, seed: int) -> Params:
         return {"w": np.zeros(self.targets.shape[1], dtype=np.float32), "count": np.zeros((), dtype=np.int64)}
 
@@ -47,9 +44,9 @@ class ToyTask(Task):
         jitter = np.random.default_rng(seed).normal(scale=self.noise, size=w.shape)
         return (w + jitter).astype(np.float32)
 
-    def train(self, hospital: int, params: Params, instruction: Instruction, state: Any, seed: int) -> LocalResult:
+    def train(self, hospital: int, params: Params, plan: LocalPlan, state: Any, seed: int) -> LocalResult:
         times_trained = (state or 0) + 1
-        epochs = int(instruction.settings.get("epochs", 1))
+        epochs = plan.epochs
         w = self.local_update(hospital, params["w"], seed, epochs)
         metrics = {"times_trained": float(times_trained)}
         return LocalResult({"w": w, "count": params["count"]}, int(self.sizes[hospital]), epochs, metrics, times_trained)
@@ -72,4 +69,4 @@ def full_cohort(task: ToyTask, hospitals: list[int] | None = None, epochs: list[
     """A cohort of the given hospitals (default all) with the given local epochs (default 1)."""
     ids = np.array(hospitals if hospitals is not None else range(task.num_hospitals))
     work = np.array(epochs if epochs is not None else [1] * len(ids), dtype=np.int64)
-    return Cohort(ids, task.hospital_sizes()[ids], work, work)
+    return Cohort(ids, task.hospital_sizes()[ids], work)

@@ -25,7 +25,7 @@ import torch
 from torch.nn import functional as F
 
 from fedsim.config import load_config
-from fedsim.models import build_model
+from fedsim.models import model_factory
 from fedsim.torch_params import load_params, params_of
 from fedsim.simulation import Simulation
 from fedsim.tasks.factory import build_task
@@ -57,7 +57,7 @@ def plain_loop(config, rounds: int, channels_last: bool) -> list[float]:
     torch.set_num_threads(2)
     federation = build_task(config).federation
     dataset = federation.dataset
-    model = build_model("small_cnn", dataset.channels, dataset.num_classes)
+    model = model_factory("small_cnn")(dataset.channels, dataset.num_classes)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     global_params = params_of(model)

@@ -1,9 +1,5 @@
-"""The one exception type of the data layer."""
+"""The data layer's exception (defined with the others in fedsim.errors)."""
 
+from fedsim.errors import DataError
 
-class DataError(ValueError):
-    """Bad data or bad data arguments.
-
-    A ValueError subclass so callers that already guard against ValueError keep working,
-    while the engine can tell data problems apart from its own bugs.
-    """
+__all__ = ["DataError"]

@@ -10,6 +10,7 @@ import pyarrow as pa
 
 from fedsim.config import (
     ConfigError,
+    CustomSource,
     DataConfig,
     DirichletPartition,
     IIDPartition,
@@ -68,10 +69,6 @@ class Federation:
             images = apply_scanner(images, profile, seed_for(self.seed, Stream.SCANNER, hospital, _SPLIT_KEY[split]))
         return images, self.dataset.train.labels[indices]
 
-    def global_test_arrays(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
-        test = self.dataset.test
-        return test.images[start:stop].astype(np.float32) / 255.0, test.labels[start:stop]
-
     def statistics(self) -> pa.Table:
         labels = self.dataset.train.labels
         return partition_stats(labels, list(self.train_parts), list(self.test_parts), self.dataset.num_classes)
@@ -81,8 +78,13 @@ def _is_identity(profile: np.ndarray) -> bool:
     return bool(profile[0] == 1 and profile[1] == 0 and profile[2] == 0 and profile[3] == 0)
 
 
-def load_dataset(config: DataConfig, seed: int) -> ImageDataset:
+def load_dataset(config: DataConfig, seed: int, given: ImageDataset | None = None) -> ImageDataset:
+    """The configured source's splits; `given`: a user's own dataset (data.source.kind custom)."""
     source = config.source
+    if isinstance(source, CustomSource) or given is not None:
+        if given is None:
+            raise ConfigError("data.source.kind: custom data is passed in Python, as fedsim.run(config, dataset=...)")
+        return given
     if isinstance(source, SyntheticSource):
         def draw(train_samples: int, stream: int) -> ImageDataset:
             return make_synthetic(
@@ -120,9 +122,10 @@ def partition_labels(config: DataConfig, labels: np.ndarray, seed: int) -> list[
     raise ConfigError(f"data.partition.scheme: unsupported scheme {scheme!r}")
 
 
-def build_federation(config: DataConfig, seed: int) -> Federation:
-    """Load the source, cut its training split into hospitals and give each a local test split."""
-    dataset = load_dataset(config, seed)
+def build_federation(config: DataConfig, seed: int, given: ImageDataset | None = None) -> Federation:
+    """Load the source (or take `given`), cut its training split into hospitals and give each a
+    local test split."""
+    dataset = load_dataset(config, seed, given)
     available = len(dataset.train)
     if config.hospitals > available:
         raise ConfigError(

@@ -10,10 +10,9 @@ from typing import Iterator
 import ray
 
 from fedsim.config import EngineConfig
+from fedsim.errors import ClusterError
 
-
-class ClusterError(RuntimeError):
-    """The cluster cannot host the requested workers (said in one line, before anything waits)."""
+__all__ = ["ClusterError", "check_resources", "ray_session"]
 
 
 def check_resources(engine: EngineConfig, num_workers: int, driver_cpus: float = 0.0) -> None:

@@ -13,8 +13,9 @@ from typing import Any, Sequence
 import numpy as np
 import ray
 
-from fedsim.engine.sampling import balance
+from fedsim.engine.sampling import balance, evaluation_plan
 from fedsim.engine.worker import WorkerCore
+from fedsim.pipeline.base import Pipeline
 from fedsim.protocol import ClientReport, Instruction
 from fedsim.strategies.base import Strategy
 
@@ -26,6 +27,7 @@ class WorkerPool:
         self,
         task_ref: ray.ObjectRef,
         strategy: Strategy,
+        pipeline: Pipeline,
         size: int,
         num_cpus: float,
         num_gpus: float,
@@ -33,7 +35,7 @@ class WorkerPool:
     ) -> None:
         threads = max(1, int(num_cpus))
         self.workers = [
-            _WorkerActor.options(num_cpus=num_cpus, num_gpus=num_gpus).remote(task_ref, strategy, num_gpus > 0, threads)
+            _WorkerActor.options(num_cpus=num_cpus, num_gpus=num_gpus).remote(task_ref, strategy, pipeline, num_gpus > 0, threads)
             for _ in range(size)
         ]
         self.keeps_hospital_state = keeps_hospital_state
@@ -72,17 +74,13 @@ class WorkerPool:
         self, global_ref: ray.ObjectRef, hospitals: Sequence[int], num_units: int
     ) -> tuple[dict[int, dict[str, float]], list[Any]]:
         """Score the global model on every given hospital and on all global test units."""
-        size = len(self.workers)
-        hospital_plan = [list(hospitals[w::size]) for w in range(size)]
-        unit_plan = [list(range(num_units))[w::size] for w in range(size)]
+        plans = evaluation_plan(list(hospitals), num_units, len(self.workers))
         calls = [
             worker.evaluate.remote(global_ref, mine, units, *self._states_of(mine))
-            for worker, mine, units in zip(self.workers, hospital_plan, unit_plan)
-            if mine or units
+            for worker, (mine, units) in zip(self.workers, plans)
         ]
         per_hospital: dict[int, dict[str, float]] = {}
         outputs: dict[int, Any] = {}
-        plans = [(mine, units) for mine, units in zip(hospital_plan, unit_plan) if mine or units]
         for (mine, units), (scores, unit_outputs) in zip(plans, ray.get(calls)):
             per_hospital.update(zip(mine, scores))
             outputs.update(zip(units, unit_outputs))

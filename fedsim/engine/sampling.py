@@ -30,3 +30,10 @@ def balance(costs: np.ndarray, num_workers: int) -> list[list[int]]:
         plan[worker].append(position)
         heapq.heappush(loads, (load + float(costs[position]), worker))
     return [sorted(items) for items in plan]
+
+
+def evaluation_plan(hospitals: list[int], num_units: int, num_workers: int) -> list[tuple[list[int], list[int]]]:
+    """Per worker: the hospitals it scores and the global evaluation units it computes (round-robin;
+    workers with nothing to do are left out). Any plan gives the same results."""
+    plan = [(list(hospitals[w::num_workers]), list(range(num_units))[w::num_workers]) for w in range(num_workers)]
+    return [(mine, units) for mine, units in plan if mine or units]

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from fedsim.engine.fixed_point import FixedPointSum
 from fedsim.params import Params, params_nbytes
+from fedsim.pipeline.base import Pipeline
 from fedsim.protocol import Aggregate, ClientReport, Cohort, Instruction, Summaries
 from fedsim.strategies.base import Strategy
 
 
 class ServerCore:
-    """Holds the strategy (with its server state) and the current broadcast."""
+    """Holds the strategy (with its server state), the update stages' server halves and the
+    current broadcast."""
 
-    def __init__(self, strategy: Strategy, initial_params: Params) -> None:
+    def __init__(self, strategy: Strategy, pipeline: Pipeline, initial_params: Params) -> None:
         self.strategy = strategy
+        self.pipeline = pipeline
         self.broadcast = strategy.initial_broadcast(initial_params)
 
     def initial(self) -> tuple[Params, int]:
@@ -38,14 +41,21 @@ class ServerCore:
     def aggregate(
         self, round_index: int, instructions: list[Instruction], reports: list[ClientReport], *partials: FixedPointSum
     ) -> tuple[Params, dict[str, float], int, dict[int, dict[str, float]]]:
-        """Fold the workers' partial sums into the next broadcast. Returns it with the
-        strategy's round metrics, the broadcast's size in bytes, and per-hospital quantities."""
+        """Fold the workers' partial sums into the next broadcast (through the update stages'
+        server halves). Returns it with the round's metrics (strategy_* and pipeline_*), the
+        broadcast's size in bytes, and per-hospital quantities."""
         total = FixedPointSum()
         for partial in partials:
             total.merge(partial)
-        aggregate = Aggregate(instructions, _in_order(instructions, reports), total.value())
+        summed, stage_metrics = self.pipeline.server_side(total.value(), round_index, instructions)
+        aggregate = Aggregate(instructions, _in_order(instructions, reports), summed)
         self.broadcast, metrics = self.strategy.aggregate(round_index, self.broadcast, aggregate)
-        return self.broadcast, metrics, params_nbytes(self.broadcast), self.strategy.hospital_metrics()
+        round_metrics = {**{f"strategy_{k}": v for k, v in metrics.items()}, **{f"pipeline_{k}": v for k, v in stage_metrics.items()}}
+        return self.broadcast, round_metrics, params_nbytes(self.broadcast), self.strategy.hospital_metrics()
+
+    def global_params(self) -> Params:
+        """The global model itself (the broadcast without strategy extras such as SCAFFOLD's c)."""
+        return self.strategy.model_params(self.broadcast)
 
 
 def _in_order(instructions: list[Instruction], reports: list[ClientReport]) -> list[ClientReport]:

@@ -10,7 +10,6 @@ sum: the server never receives a full update per hospital.
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -19,6 +18,7 @@ import torch
 from fedsim.engine.fixed_point import FixedPointSum
 from fedsim.engine.memory import peak_rss_bytes
 from fedsim.params import Params
+from fedsim.pipeline.base import Pipeline
 from fedsim.protocol import ClientReport, HospitalState, Instruction, Summaries
 from fedsim.seeding import Stream, seed_for
 from fedsim.strategies.base import Strategy
@@ -30,12 +30,18 @@ def upload_bytes(contribution: dict[str, np.ndarray]) -> int:
     return int(sum(4 * np.asarray(array).size for array in contribution.values()))
 
 
+def keeps_hospital_state(task: Task, strategy: Strategy, pipeline: Pipeline) -> bool:
+    """Whether hospitals carry state between their rounds (then the engine holds it)."""
+    return task.keeps_hospital_state or strategy.keeps_hospital_state or pipeline.keeps_hospital_state
+
+
 class WorkerCore:
-    def __init__(self, task: Task, strategy: Strategy, use_gpu: bool, threads: int) -> None:
+    def __init__(self, task: Task, strategy: Strategy, pipeline: Pipeline, use_gpu: bool, threads: int) -> None:
         torch.set_num_threads(threads)
         self.task = task
         self.strategy = strategy
-        self.keeps_hospital_state = task.keeps_hospital_state or strategy.keeps_hospital_state
+        self.pipeline = pipeline
+        self.keeps_hospital_state = keeps_hospital_state(task, strategy, pipeline)
         if use_gpu and not torch.cuda.is_available():
             raise RuntimeError("engine.num_gpus: Ray gave this worker a GPU but its torch cannot use it "
                                "(CPU-only torch build, or no CUDA driver on the node)")
@@ -54,8 +60,8 @@ class WorkerCore:
 
         Returns [partial aggregate, reports, *new states]: the partial aggregate is a
         FixedPointSum (or the hospitals' summaries, when the strategy weighs after training), and
-        the states are returned one object per hospital only when the task or the strategy keeps
-        hospital state.
+        the states are returned one object per hospital only when the task, the strategy or an
+        update stage keeps hospital state.
         """
         strategy = self.strategy
         partial: FixedPointSum | Summaries = [] if strategy.weighs_after_training else FixedPointSum()
@@ -65,21 +71,23 @@ class WorkerCore:
         for instruction, state in zip(instructions, states):
             started = time.perf_counter()
             hospital = instruction.hospital
-            task_state, strategy_state = state or (None, None)
-            start = strategy.model_params(broadcast, strategy_state)
-            extra = strategy.local_settings(instruction, broadcast, strategy_state)
-            local = replace(instruction, settings={**instruction.settings, **extra}) if extra else instruction
+            state = state or HospitalState()
+            start = strategy.model_params(broadcast, state.strategy)
+            plan = strategy.local_plan(instruction, broadcast, state.strategy)
             seed = seed_for(run_seed, Stream.LOCAL_TRAINING, round_index, hospital)
-            result = self.task.train(hospital, start, local, task_state, seed)
-            contribution = strategy.contribution(result, instruction, broadcast)
+            result = self.task.train(hospital, start, plan, state.task, seed)
+            sent, stage_states, stage_metrics = self.pipeline.hospital_side(
+                result, start, strategy.local_keys, instruction, round_index, run_seed, state.stages
+            )
+            contribution = strategy.contribution(sent, instruction, broadcast)
             if isinstance(partial, FixedPointSum):
                 partial.add(contribution)
             else:
                 summary = strategy.summary(contribution)
                 partial.append((hospital, summary))
                 self.held[hospital] = {name: array for name, array in contribution.items() if name not in summary}
-            strategy_state, strategy_metrics = strategy.local_state(result, instruction, broadcast, strategy_state)
-            new_states.append((result.state, strategy_state))
+            strategy_state, strategy_metrics = strategy.local_state(result, instruction, broadcast, state.strategy)
+            new_states.append(HospitalState(result.state, strategy_state, stage_states))
             reports.append(
                 ClientReport(
                     hospital=hospital,
@@ -88,7 +96,7 @@ class WorkerCore:
                     weight=instruction.weight,
                     seconds=time.perf_counter() - started,
                     upload_bytes=upload_bytes(contribution),
-                    metrics={**result.metrics, **strategy_metrics},
+                    metrics={**result.metrics, **strategy_metrics, **stage_metrics},
                 )
             )
         return [partial, reports, *new_states] if self.keeps_hospital_state else [partial, reports]
@@ -110,9 +118,9 @@ class WorkerCore:
         strategy = self.strategy
         per_hospital = []
         for hospital, state in zip(hospitals, states):
-            task_state, strategy_state = state or (None, None)
-            params = strategy.model_params(broadcast, strategy_state)
-            per_hospital.append(self.task.evaluate_hospital(hospital, params, task_state))
+            state = state or HospitalState()
+            params = strategy.model_params(broadcast, state.strategy)
+            per_hospital.append(self.task.evaluate_hospital(hospital, params, state.task))
         global_params = strategy.model_params(broadcast)
         batch_statistics = strategy.global_eval_batch_statistics
         outputs = [self.task.evaluate_unit(unit, global_params, batch_statistics) for unit in units]

@@ -4,30 +4,41 @@ Agents are the round's sampled hospitals ("hospital_<id>", a different subset ea
 choosing an index into FedMRL's mu grid from its FedMRL observation; every acting agent gets the
 team reward, the change of the global validation metric the round caused (the initial model is
 evaluated at reset, so round 1 has a reward too). `infos[agent]["state"]` carries the mixer's
-global state. It runs in-process on the engine's plain cores (one WorkerCore, one ServerCore, no
-Ray actors), so any multi-agent learner can train on the real federated dynamics.
+global state. Each step runs the engine's own round protocol (fedsim.engine.rounds) on the
+in-process backend (no Ray actors), so any multi-agent learner trains on the real federated dynamics.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 from ray.rllib.env.multi_agent_env import MultiAgentEnv
 
-from fedsim.config import Config, FedMRLConfig, load_config
-from fedsim.engine.server import ServerCore
-from fedsim.engine.worker import WorkerCore
-from fedsim.local_work import round_cohort
-from fedsim.protocol import Instruction
+from fedsim.config import Config, load_config
+from fedsim.engine.in_process import InProcessBackend
+from fedsim.engine.rounds import RoundSchedule, run_round
+from fedsim.pipeline.base import build_pipeline
+from fedsim.protocol import Cohort, Instruction
 from fedsim.seeding import Stream, seed_for
-from fedsim.strategies.fedmrl import OBSERVATION, STATE, FedMRL
+from fedsim.strategies.fedmrl import OBSERVATION, STATE, FedMRL, FedMRLConfig
 from fedsim.tasks.factory import build_task
 
 
 def agent_id(hospital: int) -> str:
     return f"hospital_{hospital}"
+
+
+class _ActedFedMRL(FedMRL):
+    """FedMRL whose mu per hospital comes from outside (the env's actions) instead of its QMIX."""
+
+    chosen: dict[int, float]  # hospital -> mu, set by the env before each round
+
+    def configure(self, round_index: int, cohort: Cohort) -> list[Instruction]:
+        planned = super().configure(round_index, cohort)
+        return [replace(i, plan=replace(i.plan, mu=self.chosen[i.hospital])) for i in planned]
 
 
 class FederatedRoundsEnv(MultiAgentEnv):
@@ -40,7 +51,7 @@ class FederatedRoundsEnv(MultiAgentEnv):
         spec = base.strategy if isinstance(base.strategy, FedMRLConfig) else FedMRLConfig(name="fedmrl")
         self.config: Config = base.model_copy(update={"strategy": spec.model_copy(update={"qmix": False})})
         self.task = build_task(self.config)
-        self.sizes = self.task.hospital_sizes()
+        self.schedule = RoundSchedule(self.config, self.task)
         self.grid = np.array(spec.mu_grid)
         self.possible_agents = [agent_id(h) for h in range(self.task.num_hospitals)]
         self.agents = []
@@ -49,37 +60,35 @@ class FederatedRoundsEnv(MultiAgentEnv):
         self.action_spaces = {a: gym.spaces.Discrete(len(self.grid)) for a in self.possible_agents}
         self.state_space = gym.spaces.Box(-np.inf, np.inf, (len(STATE),), np.float32)
 
-    def _metric(self) -> float:
-        units = range(self.task.global_eval_units())
-        _, outputs = self.worker.evaluate(self.server.broadcast, [], list(units))
-        metrics = self.task.global_metrics(outputs)
-        self.strategy.observe(self.round, metrics, {})
+    def _initial_metric(self) -> float:
+        """The initial model's validation metric, so round 1 earns a reward too."""
+        _, outputs = self.backend.evaluate([], self.task.global_eval_units())
+        self.backend.observe(0, self.task.global_metrics(outputs), {})
         return float(self.strategy.last_metric)  # type: ignore[arg-type]
 
     def _observe(self) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Any]]]:
-        self.cohort = round_cohort(self.config, self.task, self.sizes, self.seed, self.round)
+        self.cohort = self.schedule.cohort(self.round)
         obs = self.strategy.observations(self.cohort)
         state = self.strategy.global_state(obs, self.round)
         self.agents = [agent_id(int(h)) for h in self.cohort.hospitals]
         return dict(zip(self.agents, obs)), {a: {"state": state} for a in self.agents}
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
-        self.seed = self.config.seed if seed is None else seed
-        self.strategy = FedMRL(self.config.strategy, self.config.rounds, self.config.clients_per_round(), self.seed)  # type: ignore[arg-type]
-        self.server = ServerCore(self.strategy, self.task.initial_params(seed_for(self.seed, Stream.MODEL_INIT)))
-        self.worker = WorkerCore(self.task, self.strategy, use_gpu=False, threads=1)
-        self.round = 0
-        self.metric = self._metric()  # the initial model's, so round 1 earns a reward too
+        if seed is not None and seed != self.config.seed:
+            self.config = self.config.model_copy(update={"seed": seed})
+            self.schedule = RoundSchedule(self.config, self.task)
+        config = self.config
+        self.strategy = _ActedFedMRL(config.strategy, config.rounds, config.clients_per_round(), config.seed)  # type: ignore[arg-type]
+        initial = self.task.initial_params(seed_for(config.seed, Stream.MODEL_INIT))
+        self.backend = InProcessBackend(self.task, self.strategy, build_pipeline(config, self.task), initial, config.seed)
         self.round = 1
+        self.metric = self._initial_metric()
         return self._observe()
 
     def step(self, action_dict: dict[str, int]) -> tuple[dict, dict, dict, dict, dict]:
-        chosen = [Instruction(i.hospital, i.weight, {**i.settings, "mu": float(self.grid[action_dict[agent_id(i.hospital)]])})
-                  for i in self.server.configure(self.round, self.cohort)]
-        summaries, reports = self.worker.train(self.round, self.seed, self.server.broadcast, chosen, *[None] * len(chosen))
-        weights = self.server.weigh(self.round, chosen, reports, summaries)
-        self.server.aggregate(self.round, chosen, reports, self.worker.weighted_sum(weights))
-        previous, self.metric = self.metric, self._metric()
+        self.strategy.chosen = {h: float(self.grid[action_dict[agent_id(int(h))]]) for h in self.cohort.hospitals}
+        run_round(self.backend, self.task, self.round, self.cohort, scored=[])
+        previous, self.metric = self.metric, float(self.strategy.last_metric)  # type: ignore[arg-type]
         sign = -1.0 if self.config.strategy.reward.endswith("loss") else 1.0  # type: ignore[union-attr]
         reward = sign * (self.metric - previous)
         acted = list(self.agents)

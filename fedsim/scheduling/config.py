@@ -1,6 +1,7 @@
 """The `scheduling` section of a run config (used when `task: scheduling`).
 
-Plain pydantic, no torch: `fedsim.config` embeds these models and the server actor loads configs.
+Plain pydantic, no torch: the scheduling task's spec (fedsim.tasks.specs.scheduling) registers
+this section with the config schema.
 Defaults describe a mid-sized emergency department (see README, "Patient scheduling").
 """
 
@@ -8,16 +9,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator
+
+from fedsim.schema import Strict as _Strict
 
 #: Acuity levels, 1 = most urgent (emergency triage convention); "high acuity" means 1..HIGH_ACUITY.
 ACUITY_LEVELS = 5
 HIGH_ACUITY = 2
-
-
-class _Strict(BaseModel):
-    # The rules of fedsim.config._Strict, restated: importing it from there would be circular.
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
 def _per_acuity(values: list) -> list:

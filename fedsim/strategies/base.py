@@ -2,20 +2,51 @@
 
 A strategy is plain Python, testable without Ray. The server calls `initial_broadcast`,
 `configure` and `aggregate`; the workers call the hospital-side hooks (`model_params`,
-`local_settings`, `contribution`, `local_state`), which must be pure functions of their
-arguments: a worker's copy of the strategy never sees server state. What the server broadcasts
-each round is the global model plus any strategy extras (e.g. SCAFFOLD's control variate).
+`local_plan`, `contribution`, `local_state`), which must be pure functions of their arguments: a
+worker's copy of the strategy never sees server state. What the server broadcasts each round is
+the global model plus any strategy extras (e.g. SCAFFOLD's control variate).
+
+A strategy is one module: its config model (a `StrategyConfig` subclass, which registers itself
+by its `name`) beside its class. `StrategyConfig.build` makes the strategy for a run.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Callable, ClassVar, Mapping
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping
 
 import numpy as np
 
 from fedsim.params import Params, is_statistic
-from fedsim.protocol import Aggregate, ClientReport, Cohort, Instruction, LocalResult
+from fedsim.protocol import Aggregate, ClientReport, Cohort, Instruction, LocalPlan, LocalResult
+from fedsim.registry import Registry
+from fedsim.schema import Pluggable
+
+if TYPE_CHECKING:
+    from fedsim.config import Config
+    from fedsim.tasks.base import Task
+
+STRATEGIES: Registry[type["StrategyConfig"]] = Registry("strategy", "fedsim.strategies")
+
+
+class StrategyConfig(Pluggable):
+    """The `strategy` section. Subclass it with `name: Literal["mine"] = "mine"` and your settings."""
+
+    registry = STRATEGIES
+    tag = "name"
+    name: str
+
+    def build(self, config: "Config", task: "Task") -> "Strategy":
+        """The strategy for a run of `config` on `task`."""
+        raise NotImplementedError(f"strategy {self.name}: its config must define build()")
+
+    def requirements(self) -> Mapping[str, str]:
+        """What the strategy needs of the task (fedsim.protocol capabilities), each with why."""
+        return {}
+
+    def check(self, config: "Config") -> None:
+        """Refuse settings elsewhere in the config that this strategy cannot work with (raise
+        ValueError with a one-line message naming the field)."""
 
 
 class Strategy(ABC):
@@ -29,6 +60,8 @@ class Strategy(ABC):
     #: True when normalisation layers never leave the hospitals (FedBN), so the global test
     #: normalises each test batch with its own statistics instead of never-trained global ones.
     global_eval_batch_statistics: ClassVar[bool] = False
+    #: Parameters that never leave a hospital (FedBN's BN): not part of the update it sends.
+    local_keys: frozenset[str] = frozenset()
 
     def initial_broadcast(self, params: Params) -> Params:
         """What the server sends in round 1, from the initial model."""
@@ -42,9 +75,9 @@ class Strategy(ABC):
         """The model a hospital trains from, or is evaluated with (state None: the global model)."""
         return broadcast
 
-    def local_settings(self, instruction: Instruction, broadcast: Params, state: Any) -> Mapping[str, Any]:
-        """Settings computed at the hospital from its own state (e.g. SCAFFOLD's correction)."""
-        return {}
+    def local_plan(self, instruction: Instruction, broadcast: Params, state: Any) -> LocalPlan:
+        """The plan the hospital trains with, completed from its own state (SCAFFOLD's correction)."""
+        return instruction.plan
 
     @abstractmethod
     def contribution(self, result: LocalResult, instruction: Instruction, broadcast: Params) -> dict[str, np.ndarray]:
@@ -86,10 +119,10 @@ def sample_shares(cohort: Cohort) -> np.ndarray:
     return cohort.sizes.astype(np.float64) / float(np.sum(cohort.sizes))
 
 
-def weighted_instructions(cohort: Cohort, weights: np.ndarray, **settings: Any) -> list[Instruction]:
-    """One instruction per cohort hospital, with its local epochs and any extra settings."""
+def weighted_instructions(cohort: Cohort, weights: np.ndarray, **plan: Any) -> list[Instruction]:
+    """One instruction per cohort hospital, with its local epochs and the plan's other fields."""
     return [
-        Instruction(int(h), float(w), {"epochs": int(e), **settings})
+        Instruction(int(h), float(w), LocalPlan(epochs=int(e), **plan))
         for h, w, e in zip(cohort.hospitals, weights, cohort.epochs)
     ]
 

@@ -8,11 +8,20 @@ global model's value.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 
 from fedsim.params import Params, is_trainable_float
 from fedsim.protocol import Aggregate, Cohort, Instruction, LocalResult
-from fedsim.strategies.base import Strategy, sample_shares, weighted_instructions
+from fedsim.strategies.base import Strategy, StrategyConfig, sample_shares, weighted_instructions
+
+
+class FedAvgConfig(StrategyConfig):
+    name: Literal["fedavg"] = "fedavg"
+
+    def build(self, config, task) -> "FedAvg":
+        return FedAvg()
 
 
 def weighted_params(result: LocalResult, instruction: Instruction, skip: frozenset[str] = frozenset()) -> dict[str, np.ndarray]:
@@ -36,7 +45,7 @@ class FedAvg(Strategy):
         return weighted_instructions(cohort, sample_shares(cohort))
 
     def contribution(self, result: LocalResult, instruction: Instruction, broadcast: Params) -> dict[str, np.ndarray]:
-        return weighted_params(result, instruction)
+        return weighted_params(result, instruction, skip=self.local_keys)
 
     def aggregate(self, round_index: int, broadcast: Params, aggregate: Aggregate) -> tuple[Params, dict[str, float]]:
         return replace_with_totals(broadcast, aggregate.total), {}

@@ -9,37 +9,37 @@ with that batch's own statistics (`global_eval_batch_statistics`).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, Mapping
 
-import numpy as np
-
+from fedsim.errors import ConfigError
 from fedsim.params import Params
-from fedsim.protocol import Aggregate, Cohort, Instruction, LocalResult
-from fedsim.strategies.base import Strategy, sample_shares, weighted_instructions
-from fedsim.strategies.fedavg import replace_with_totals, weighted_params
+from fedsim.protocol import NORMALIZATION_LAYERS, Instruction, LocalResult
+from fedsim.strategies.base import StrategyConfig
+from fedsim.strategies.fedavg import FedAvg
 
 
-class FedBN(Strategy):
+class FedBNConfig(StrategyConfig):
+    name: Literal["fedbn"] = "fedbn"
+
+    def build(self, config, task) -> "FedBN":
+        return FedBN(task.normalization_keys())
+
+    def requirements(self) -> Mapping[str, str]:
+        return {NORMALIZATION_LAYERS: "they are what FedBN keeps at each hospital"}
+
+
+class FedBN(FedAvg):
     name = "fedbn"
     keeps_hospital_state = True
     global_eval_batch_statistics = True
 
     def __init__(self, local_keys: frozenset[str]) -> None:
         if not local_keys:
-            raise ValueError("strategy fedbn: the model has no BatchNorm layers to keep local")
+            raise ConfigError("strategy.name: fedbn needs normalisation layers to keep local; the model has none")
         self.local_keys = local_keys
-
-    def configure(self, round_index: int, cohort: Cohort) -> list[Instruction]:
-        return weighted_instructions(cohort, sample_shares(cohort))
 
     def model_params(self, broadcast: Params, state: Any = None) -> Params:
         return broadcast if state is None else {**broadcast, **state}
 
-    def contribution(self, result: LocalResult, instruction: Instruction, broadcast: Params) -> dict[str, np.ndarray]:
-        return weighted_params(result, instruction, skip=self.local_keys)
-
     def local_state(self, result: LocalResult, instruction: Instruction, broadcast: Params, state: Any) -> tuple[Params, dict[str, float]]:
         return {name: result.params[name] for name in self.local_keys}, {}
-
-    def aggregate(self, round_index: int, broadcast: Params, aggregate: Aggregate) -> tuple[Params, dict[str, float]]:
-        return replace_with_totals(broadcast, aggregate.total), {}

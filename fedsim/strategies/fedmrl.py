@@ -25,17 +25,62 @@ the last round is stored as terminal.
 from __future__ import annotations
 
 import time
-from typing import Any
+from dataclasses import replace
+from typing import Any, Literal, Mapping
 
 import numpy as np
+from pydantic import Field, field_validator
 
-from fedsim.config import FedMRLConfig
 from fedsim.fedmrl.replay import JointTransition
 from fedsim.fedmrl.som import CountSketch, SOMWeighting, layerwise_unit
 from fedsim.params import Params, is_statistic, is_trained
-from fedsim.protocol import Aggregate, ClientReport, Cohort, Instruction, LocalResult
+from fedsim.protocol import FAIRNESS, PROXIMAL, VALIDATION_METRICS, Aggregate, ClientReport, Cohort, Instruction, LocalResult
 from fedsim.seeding import Stream, seed_for
-from fedsim.strategies.base import Strategy, sample_shares, step_trained, weighted_instructions
+from fedsim.strategies.base import Strategy, StrategyConfig, sample_shares, step_trained, weighted_instructions
+
+class FedMRLConfig(StrategyConfig):
+    """FedMRL (arXiv 2407.05800). Each part can be switched off for ablations: `qmix: false` uses
+    `fixed_mu` for every hospital, `fairness_lambda: 0` drops the fairness term, `som: false`
+    weights by samples only."""
+
+    name: Literal["fedmrl"] = "fedmrl"
+    mu_grid: tuple[float, ...] = (0.0, 0.001, 0.01, 0.1, 1.0)
+    qmix: bool = True
+    fixed_mu: float = Field(0.01, ge=0)
+    fairness_lambda: float = Field(0.1, ge=0)
+    som: bool = True
+    som_grid: int = Field(4, ge=2)
+    sketch_dim: int = Field(64, ge=4)
+    reward: Literal["val_accuracy", "val_balanced_accuracy", "val_loss", "accuracy", "balanced_accuracy", "loss"] = "val_accuracy"
+    qmix_lr: float = Field(5e-3, gt=0)
+    qmix_gamma: float = Field(0.9, ge=0, le=1)
+    qmix_batch_size: int = Field(32, ge=1)
+    qmix_updates_per_round: int = Field(4, ge=1)
+    epsilon_decay_rounds: int = Field(20, ge=1)
+
+    @field_validator("mu_grid", mode="before")
+    @classmethod
+    def _grid(cls, value: Any) -> Any:
+        values = tuple(value) if isinstance(value, (list, tuple)) else value
+        if not isinstance(values, tuple) or not values or any(not isinstance(v, (int, float)) or v < 0 for v in values):
+            raise ValueError(f"expected a non-empty list of proximal coefficients >= 0, got {value!r}")
+        return tuple(float(v) for v in values)
+
+    def build(self, config, task) -> "FedMRL":
+        return FedMRL(self, config.rounds, config.clients_per_round(), config.seed)
+
+    def requirements(self) -> Mapping[str, str]:
+        needs = {VALIDATION_METRICS: f"its team reward is the change of {self.reward}"}
+        if (max(self.mu_grid) if self.qmix else self.fixed_mu) > 0:
+            needs[PROXIMAL] = "QMIX chooses each hospital's proximal coefficient"
+        if self.fairness_lambda > 0:
+            needs[FAIRNESS] = "fairness_lambda > 0"
+        return needs
+
+    def check(self, config) -> None:
+        if config.eval.every != 1:
+            raise ValueError(f"eval.every: fedmrl learns from every round's evaluation, expected 1, got {config.eval.every}")
+
 
 OBSERVATION = ("label_entropy", "sample_share", "loss", "accuracy", "loss_gap", "update_cosine", "mu", "seen")
 STATE = ("mean_loss", "std_loss", "mean_accuracy", "std_accuracy", "mean_gap", "std_gap", "mean_cosine",
@@ -111,7 +156,7 @@ class FedMRL(Strategy):
         instructions = weighted_instructions(
             cohort, sample_shares(cohort), fairness_lambda=self.spec.fairness_lambda, global_loss=self.global_loss
         )
-        return [Instruction(i.hospital, i.weight, {**i.settings, "mu": float(mu)}) for i, mu in zip(instructions, mus)]
+        return [replace(i, plan=replace(i.plan, mu=float(mu))) for i, mu in zip(instructions, mus)]
 
     def _store(self, next_obs: np.ndarray, next_state: np.ndarray, done: bool) -> None:
         p = self.pending
@@ -146,7 +191,7 @@ class FedMRL(Strategy):
         return {_SKETCH: contribution[_SKETCH]}
 
     def local_state(self, result: LocalResult, instruction: Instruction, broadcast: Params, state: object) -> tuple[None, dict[str, float]]:
-        return None, {"mu": float(instruction.settings["mu"])}
+        return None, {"mu": instruction.plan.mu}
 
     # ----- aggregation (server) -------------------------------------------------------------------
     def weigh(self, round_index: int, instructions: list[Instruction], reports: list[ClientReport],
@@ -168,7 +213,7 @@ class FedMRL(Strategy):
 
     def aggregate(self, round_index: int, broadcast: Params, aggregate: Aggregate) -> tuple[Params, dict[str, float]]:
         updated = step_trained(broadcast, aggregate.total, lambda name, w, delta: w.astype(np.float64) + delta)
-        metrics = {"mean_mu": float(np.mean([i.settings["mu"] for i in aggregate.instructions])),
+        metrics = {"mean_mu": float(np.mean([i.plan.mu for i in aggregate.instructions])),
                    "qmix_som_seconds": self.overhead_seconds,
                    "qmix_td_loss": self.td_loss,
                    "qmix_epsilon": self.team().epsilon() if self.spec.qmix else 0.0}
@@ -181,7 +226,8 @@ class FedMRL(Strategy):
         for instruction, report, weight, density, cosine in zip(instructions, reports, weights, densities, cosines):
             loss = float(report.metrics["train_loss"])
             gap = loss - self.global_loss if np.isfinite(self.global_loss) else 0.0
-            mu_level = grid.index(instruction.settings["mu"]) / max(1, len(grid) - 1) if instruction.settings["mu"] in grid else 0.0
+            mu = instruction.plan.mu
+            mu_level = grid.index(mu) / max(1, len(grid) - 1) if mu in grid else 0.0
             self.hospital_stats[instruction.hospital] = {
                 "label_entropy": float(report.metrics.get("label_entropy", 0.0)), "loss": loss,
                 "accuracy": float(report.metrics.get("local_accuracy", 0.0)), "loss_gap": gap,

@@ -11,17 +11,30 @@ normalised by the number of effective steps
 
 (the paper's eq. (6)-(7) with FedAvg's p_k; server learning rate 1). With equal a_k this is
 FedAvg. BatchNorm running statistics are not gradient steps: they are sample-weighted means.
+A hospital that took no optimiser step (a_k = 0) moved nothing: it adds nothing to d or tau_eff.
 """
 
 from __future__ import annotations
 
+from typing import Literal, Mapping
+
 import numpy as np
 
 from fedsim.params import Params, is_statistic, is_trained
-from fedsim.protocol import Aggregate, Cohort, Instruction, LocalResult
-from fedsim.strategies.base import Strategy, sample_shares, step_trained, weighted_instructions
+from fedsim.protocol import PLAIN_SGD, Aggregate, Cohort, Instruction, LocalResult
+from fedsim.strategies.base import Strategy, StrategyConfig, sample_shares, step_trained, weighted_instructions
 
 _TAU_EFF = "fednova.tau_eff"
+
+
+class FedNovaConfig(StrategyConfig):
+    name: Literal["fednova"] = "fednova"
+
+    def build(self, config, task) -> "FedNova":
+        return FedNova(config.train.momentum)
+
+    def requirements(self) -> Mapping[str, str]:
+        return {PLAIN_SGD: "a_k counts SGD steps with momentum train.momentum"}
 
 
 def effective_steps(steps: int, momentum: float) -> float:
@@ -46,7 +59,8 @@ class FedNova(Strategy):
         shares: dict[str, np.ndarray] = {_TAU_EFF: np.array(p_k * a_k)}
         for name, local in result.params.items():
             if is_trained(name, local):
-                shares[name] = p_k * (broadcast[name].astype(np.float64) - local) / a_k
+                moved = broadcast[name].astype(np.float64) - local
+                shares[name] = p_k * moved / a_k if a_k > 0 else np.zeros_like(moved)
             elif is_statistic(name):
                 shares[name] = p_k * local.astype(np.float64)
         return shares

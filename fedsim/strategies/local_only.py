@@ -8,13 +8,22 @@ hospital-level metrics: the global_* columns keep scoring the never-trained init
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from fedsim.params import Params
 from fedsim.protocol import Aggregate, Cohort, Instruction, LocalResult
-from fedsim.strategies.base import Strategy, sample_shares, weighted_instructions
+from fedsim.strategies.base import Strategy, StrategyConfig, sample_shares, weighted_instructions
+
+
+class LocalOnlyConfig(StrategyConfig):
+    """No federation: every hospital trains and keeps its own model (the local-only baseline)."""
+
+    name: Literal["local_only"] = "local_only"
+
+    def build(self, config, task) -> "LocalOnly":
+        return LocalOnly()
 
 
 class LocalOnly(Strategy):

@@ -8,22 +8,37 @@ first). Local steps use the corrected gradient  y <- y - lr * (g(y) - c_i + c), 
     c   <- c + (|S| / N) * (1/|S|) sum_i (c_i+ - c_i),  where c_i+ - c_i = (x - y_i)/(K lr) - c
 
 Hospitals are weighted uniformly (1/|S|) as in the paper's algorithm. BatchNorm running
-statistics are not gradient-trained: they are averaged directly.
+statistics are not gradient-trained: they are averaged directly. A hospital that took no local
+step (K = 0) keeps c_i (its c_i+ - c_i is taken as 0) and its y_i - x is 0.
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from dataclasses import replace
+from typing import Any, Literal, Mapping
 
 import numpy as np
+from pydantic import Field
 
 from fedsim.params import Params, is_statistic, is_trained
-from fedsim.protocol import Aggregate, Cohort, Instruction, LocalResult
-from fedsim.strategies.base import Strategy, weighted_instructions
+from fedsim.protocol import GRADIENT_CORRECTION, PLAIN_SGD, Aggregate, Cohort, Instruction, LocalPlan, LocalResult
+from fedsim.strategies.base import Strategy, StrategyConfig, weighted_instructions
 
 _C = "scaffold.c:"
 _DY = "scaffold.dy:"
 _DC = "scaffold.dc:"
+
+
+class ScaffoldConfig(StrategyConfig):
+    name: Literal["scaffold"] = "scaffold"
+    server_lr: float = Field(1.0, gt=0)
+
+    def build(self, config, task) -> "Scaffold":
+        return Scaffold(config.train.lr, self.server_lr, task.num_hospitals)
+
+    def requirements(self) -> Mapping[str, str]:
+        return {GRADIENT_CORRECTION: "it corrects every local gradient by c - c_i",
+                PLAIN_SGD: "option-II control variates divide the local update by K * train.lr"}
 
 
 class Scaffold(Strategy):
@@ -46,17 +61,23 @@ class Scaffold(Strategy):
     def model_params(self, broadcast: Params, state: Any = None) -> Params:
         return {name: array for name, array in broadcast.items() if not name.startswith(_C)}
 
-    def local_settings(self, instruction: Instruction, broadcast: Params, state: Any) -> Mapping[str, Any]:
+    def local_plan(self, instruction: Instruction, broadcast: Params, state: Any) -> LocalPlan:
         correction = {
             name[len(_C):]: c if state is None else c - state[name[len(_C):]]
             for name, c in broadcast.items()
             if name.startswith(_C)
         }
-        return {"gradient_correction": correction}
+        return replace(instruction.plan, gradient_correction=correction)
 
     def _control_step(self, result: LocalResult, broadcast: Params, name: str) -> np.ndarray:
         """(x - y_i) / (K lr): option II's estimate of the hospital's gradient."""
         return (broadcast[name].astype(np.float64) - result.params[name]) / (result.steps * self.local_lr)
+
+    def _control_change(self, result: LocalResult, broadcast: Params, name: str) -> np.ndarray:
+        """c_i+ - c_i = (x - y_i) / (K lr) - c; zero for a hospital that took no step."""
+        if result.steps == 0:
+            return np.zeros(broadcast[name].shape, dtype=np.float64)
+        return self._control_step(result, broadcast, name) - broadcast[_C + name]
 
     def contribution(self, result: LocalResult, instruction: Instruction, broadcast: Params) -> dict[str, np.ndarray]:
         weight = instruction.weight
@@ -64,7 +85,7 @@ class Scaffold(Strategy):
         for name, local in result.params.items():
             if is_trained(name, local):
                 shares[_DY + name] = weight * (local.astype(np.float64) - broadcast[name])
-                shares[_DC + name] = weight * (self._control_step(result, broadcast, name) - broadcast[_C + name])
+                shares[_DC + name] = weight * self._control_change(result, broadcast, name)
             elif is_statistic(name):
                 shares[name] = weight * local.astype(np.float64)
         return shares
@@ -74,8 +95,7 @@ class Scaffold(Strategy):
         for name, local in result.params.items():
             if is_trained(name, local):
                 previous = 0.0 if state is None else state[name]
-                step = self._control_step(result, broadcast, name)
-                new_state[name] = (previous - broadcast[_C + name] + step).astype(local.dtype)
+                new_state[name] = (previous + self._control_change(result, broadcast, name)).astype(local.dtype)
         norm = float(np.sqrt(sum(float(np.sum(v.astype(np.float64) ** 2)) for v in new_state.values())))
         return new_state, {"control_variate_norm": norm}
 

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from fedsim.params import Params
-from fedsim.protocol import Instruction, LocalResult
+from fedsim.protocol import LocalPlan, LocalResult
 
 
 class Task(ABC):
@@ -42,10 +42,6 @@ class Task(ABC):
     def initial_params(self, seed: int) -> Params:
         """The round-0 global model."""
 
-    @abstractmethod
-    def local_steps(self, hospital: int, epochs: int) -> int:
-        """Optimiser steps `epochs` of local training take at `hospital` (FedNova's tau)."""
-
     def normalization_keys(self) -> frozenset[str]:
         """Names of normalisation-layer parameters and statistics (what FedBN keeps local)."""
         return frozenset()
@@ -53,13 +49,16 @@ class Task(ABC):
     def use_device(self, device: str) -> None:
         """Called once on each worker before any work (e.g. "cpu" or "cuda")."""
 
-    @abstractmethod
-    def train(self, hospital: int, params: Params, instruction: Instruction, state: Any, seed: int) -> LocalResult:
-        """Train hospital `hospital` from `params`; all randomness from `seed`.
+    def new_module(self) -> Any:
+        """A fresh torch module of the task's model (what `model.pt`, a state_dict, loads into)."""
+        raise NotImplementedError(f"{type(self).__name__} has no torch model")
 
-        Settings a task must honour when present: "epochs" (local epochs), "mu" (FedProx's
-        proximal coefficient: add (mu/2)||w - params||^2 to the objective) and
-        "gradient_correction" (name -> array added to each gradient, SCAFFOLD's c - c_i).
+    @abstractmethod
+    def train(self, hospital: int, params: Params, plan: LocalPlan, state: Any, seed: int) -> LocalResult:
+        """Train hospital `hospital` from `params` as `plan` says; all randomness from `seed`.
+
+        A task honours `plan.epochs` and the terms its spec declares among its capabilities
+        (fedsim.tasks.registry); config validation refuses strategies that need others.
         """
 
     @abstractmethod

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import pyarrow as pa
@@ -15,10 +15,10 @@ from fedsim.config import TrainConfig
 from fedsim.data.arrays import ImageSet
 from fedsim.data.federation import Federation
 from fedsim.metrics import accuracy, balanced_accuracy, cross_entropy, macro_auc
-from fedsim.models import build_model
+from fedsim.models import ModelFactory
 from fedsim.params import Params
 from fedsim.torch_params import load_params, params_of
-from fedsim.protocol import Instruction, LocalResult
+from fedsim.protocol import LocalPlan, LocalResult
 from fedsim.tasks.base import Task
 from fedsim.tasks.worker_local import WorkerLocalTorch
 
@@ -26,8 +26,8 @@ from fedsim.tasks.worker_local import WorkerLocalTorch
 class ClassificationTask(WorkerLocalTorch, Task):
     """One hospital's work: `epochs` of mini-batch SGD on its own images, shuffled by its seed.
 
-    Honours the settings "epochs", "mu" (FedProx's proximal term), "gradient_correction"
-    (SCAFFOLD) and "fairness_lambda" with "global_loss" (FedMRL's fairness term, see
+    Honours every LocalPlan term: `mu` (FedProx's proximal term), `gradient_correction`
+    (SCAFFOLD) and `fairness_lambda` with `global_loss` (FedMRL's fairness term, see
     `fairness_term`). The locally trained model is also scored on the hospital's own test split
     ("local_accuracy" in clients.parquet). Global evaluation covers the dataset's test split and,
     where it has one, its validation split (val_* metrics: what a learning strategy may use).
@@ -41,9 +41,9 @@ class ClassificationTask(WorkerLocalTorch, Task):
     headline_metric = "accuracy"
     hospital_metric = "accuracy"
 
-    def __init__(self, federation: Federation, model_name: str, train: TrainConfig, eval_batch_size: int) -> None:
+    def __init__(self, federation: Federation, model_factory: ModelFactory, train: TrainConfig, eval_batch_size: int) -> None:
         self.federation = federation
-        self.model_name = model_name
+        self.model_factory = model_factory
         self.train_config = train
         self.eval_batch_size = eval_batch_size
         self._device = torch.device("cpu")
@@ -57,11 +57,8 @@ class ClassificationTask(WorkerLocalTorch, Task):
     def hospital_sizes(self) -> np.ndarray:
         return np.array([len(part) for part in self.federation.train_parts], dtype=np.int64)
 
-    def local_steps(self, hospital: int, epochs: int) -> int:
-        return epochs * math.ceil(len(self.federation.train_parts[hospital]) / self.train_config.batch_size)
-
     def normalization_keys(self) -> frozenset[str]:
-        model = self._new_model()
+        model = self.new_module()
         keys = set()
         for prefix, module in model.named_modules():
             if isinstance(module, nn.modules.batchnorm._BatchNorm):
@@ -75,14 +72,14 @@ class ClassificationTask(WorkerLocalTorch, Task):
         self._device = torch.device(device)
         self._model = None
 
-    def _new_model(self) -> nn.Module:
+    def new_module(self) -> nn.Module:
         dataset = self.federation.dataset
-        return build_model(self.model_name, dataset.channels, dataset.num_classes)
+        return self.model_factory(dataset.channels, dataset.num_classes)
 
     def _placed_model(self) -> nn.Module:
         """A new model on this worker's device, channels-last: about 1.6x faster convolutions on
         CPU for the small batches of local training (measured on the small CNN, 1 thread)."""
-        return self._new_model().to(self._device, memory_format=torch.channels_last)
+        return self.new_module().to(self._device, memory_format=torch.channels_last)
 
     def _model_with(self, params: Params) -> nn.Module:
         if self._model is None:
@@ -93,21 +90,17 @@ class ClassificationTask(WorkerLocalTorch, Task):
     def initial_params(self, seed: int) -> Params:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            return params_of(self._new_model())
+            return params_of(self.new_module())
 
     def _tensors(self, hospital: int, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         images, labels = self.federation.hospital_arrays(hospital, split)  # type: ignore[arg-type]
         return torch.from_numpy(images).to(self._device), torch.from_numpy(labels).to(self._device)
 
     # ----- local work ----------------------------------------------------------------------
-    def train(self, hospital: int, params: Params, instruction: Instruction, state: Any, seed: int) -> LocalResult:
-        config, settings = self.train_config, instruction.settings
-        epochs = int(settings.get("epochs", config.epochs))
-        mu = float(settings.get("mu", 0.0))
-        fairness = float(settings.get("fairness_lambda", 0.0))
-        global_loss = float(settings.get("global_loss", float("nan")))
-        fairness = fairness if np.isfinite(global_loss) else 0.0
-        correction = self._on_device(settings.get("gradient_correction"))
+    def train(self, hospital: int, params: Params, plan: LocalPlan, state: Any, seed: int) -> LocalResult:
+        config, epochs, mu, global_loss = self.train_config, plan.epochs, plan.mu, plan.global_loss
+        fairness = plan.fairness_lambda if np.isfinite(global_loss) else 0.0
+        correction = self._on_device(plan.gradient_correction)
         images, labels = self._tensors(hospital, "train")
         model = self._model_with(params)
         model.train()
@@ -143,7 +136,7 @@ class ClassificationTask(WorkerLocalTorch, Task):
         }
         return LocalResult(params_of(model), count, steps, metrics)
 
-    def _on_device(self, arrays: dict[str, np.ndarray] | None) -> dict[str, torch.Tensor]:
+    def _on_device(self, arrays: Mapping[str, np.ndarray] | None) -> dict[str, torch.Tensor]:
         if not arrays:
             return {}
         return {name: torch.tensor(np.asarray(array), device=self._device) for name, array in arrays.items()}

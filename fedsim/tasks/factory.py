@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fedsim.config import Config
-from fedsim.data.federation import build_federation
 from fedsim.tasks.base import Task
-from fedsim.tasks.classification import ClassificationTask
-from fedsim.tasks.scheduling import SchedulingTask
 
 
-def build_task(config: Config) -> Task:
-    """The task `config.task` names. Classification loads and partitions its data here (before
-    any Ray start-up, so data errors surface first); scheduling draws its hospitals' profiles."""
-    if config.scheduling is not None:
-        return SchedulingTask(config.scheduling, config.seed, config.train.epochs)
-    federation = build_federation(config.data, config.seed)
-    return ClassificationTask(federation, config.model.name, config.train, config.eval.batch_size)
+def build_task(config: Config, dataset: Any = None) -> Task:
+    """The task `config.task` names, built by its spec (classification loads and partitions its
+    data here, before any Ray start-up, so data errors surface first). `dataset`: a user's own
+    data for `data.source.kind: custom` (fedsim.data.custom)."""
+    return config.task_spec().build(config, dataset)

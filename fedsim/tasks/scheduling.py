@@ -3,7 +3,8 @@
 A hospital's local work is `epochs` x `scheduling.dqn.steps_per_epoch` environment steps of DQN
 (the "epochs" setting's equivalent here); its replay buffer, target network and exploration
 schedule persist as hospital state; the online Q-network is the update the strategy aggregates.
-Honours "epochs", "mu" (FedProx) and "gradient_correction" (SCAFFOLD).
+Honours the plan's `epochs`, `mu` (FedProx) and `gradient_correction` (added to every Q-network
+gradient before the Adam step).
 
 - Heuristic policies (fifo, priority, mlfq) train nothing: the model passes through unchanged.
 - `centralised: true` is the upper bound federation is measured against: every hospital ships its
@@ -26,7 +27,7 @@ import pyarrow as pa
 import torch
 
 from fedsim.params import Params
-from fedsim.protocol import Instruction, LocalResult
+from fedsim.protocol import LocalPlan, LocalResult
 from fedsim.scheduling.config import SchedulingConfig
 from fedsim.scheduling.dqn import LearnerState, QNetwork, new_state, train_dqn
 from fedsim.scheduling.env import HospitalEnv, observation_size
@@ -51,10 +52,9 @@ class SchedulingTask(WorkerLocalTorch, Task):
     hospital_metric = "acuity_weighted_wait"
     higher_is_better = False
 
-    def __init__(self, config: SchedulingConfig, run_seed: int, default_epochs: int) -> None:
+    def __init__(self, config: SchedulingConfig, run_seed: int) -> None:
         self.config = config
         self.run_seed = run_seed
-        self.default_epochs = default_epochs
         self.profiles = sample_profiles(config.profiles, config.env, config.hospitals, run_seed)
         self._device = torch.device("cpu")
         self._networks: tuple[QNetwork, QNetwork] | None = None  # (online, target), built lazily on each worker
@@ -79,13 +79,6 @@ class SchedulingTask(WorkerLocalTorch, Task):
         per_epoch = self.config.dqn.steps_per_epoch
         return np.array([per_epoch * len(self._sites(h)) for h in range(self.num_hospitals)], dtype=np.int64)
 
-    def local_steps(self, hospital: int, epochs: int) -> int:
-        """Gradient steps of `epochs` once learning has started (none for a heuristic)."""
-        if not self._learns:
-            return 0
-        dqn = self.config.dqn
-        return epochs * dqn.steps_per_epoch // dqn.train_frequency * len(self._sites(hospital))
-
     def partition_table(self) -> pa.Table:
         return profiles_table(self.profiles)
 
@@ -108,6 +101,9 @@ class SchedulingTask(WorkerLocalTorch, Task):
             torch.manual_seed(seed)
             return params_of(self._new_network())
 
+    def new_module(self) -> QNetwork:
+        return self._new_network()
+
     def _env(self, hospital: int) -> HospitalEnv:
         return HospitalEnv(self.profiles[hospital], self.config.env, self.config.reward)
 
@@ -119,12 +115,11 @@ class SchedulingTask(WorkerLocalTorch, Task):
         return greedy(online)
 
     # ----- local work ----------------------------------------------------------------------
-    def train(self, hospital: int, params: Params, instruction: Instruction, state: Any, seed: int) -> LocalResult:
+    def train(self, hospital: int, params: Params, plan: LocalPlan, state: Any, seed: int) -> LocalResult:
         sites = self._sites(hospital)
         if not self._learns or not sites:
             return LocalResult(dict(params), 0, 0, {}, state)
-        settings, dqn = instruction.settings, self.config.dqn
-        epochs = int(settings.get("epochs", self.default_epochs))
+        dqn, epochs = self.config.dqn, plan.epochs
         online, target = self._placed()
         queues = self.config.env.queues
         learner: LearnerState = state or new_state(dqn, params, observation_size(queues), action_count(queues), len(sites))
@@ -138,8 +133,8 @@ class SchedulingTask(WorkerLocalTorch, Task):
             [self._env(site) for site in sites],
             iterations,
             seed,
-            mu=float(settings.get("mu", 0.0)),
-            correction=settings.get("gradient_correction"),
+            mu=plan.mu,
+            correction=plan.gradient_correction,
         )
         return LocalResult(trained, iterations * len(sites), int(metrics["grad_steps"]), metrics, learner)
 

@@ -1,0 +1,94 @@
+"""Where a round's work runs: the interface the round protocol (fedsim.engine.rounds) drives.
+
+Two implementations: `InProcessBackend` (fedsim.engine.in_process: WorkerCore and ServerCore
+called directly, no Ray; tests, debugging, the FedMRL MultiAgentEnv) and `RayBackend`
+(fedsim.engine.ray_backend: the worker pool and the server actor). The values passed between
+calls (`Partials`, `Weights`) are whatever the backend needs: objects in-process, object refs on
+Ray; the protocol only hands them back. Every call waits for its work to finish (or fail), so an
+error anywhere fails the round with its own message.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import numpy as np
+
+from fedsim.params import Params
+from fedsim.protocol import ClientReport, Cohort, Instruction
+
+Partials = Any
+Weights = Any
+
+
+class Backend(ABC):
+    #: The strategy decides weights after training (summaries -> weigh -> weighted sums).
+    weighs_after_training: bool
+
+    @abstractmethod
+    def configure(self, round_index: int, cohort: Cohort) -> list[Instruction]: ...
+
+    @abstractmethod
+    def train(self, round_index: int, instructions: list[Instruction], costs: np.ndarray) -> tuple[Partials, list[ClientReport]]:
+        """Local work of every instructed hospital (spread over workers by `costs`); the
+        reports are sorted by hospital."""
+
+    @abstractmethod
+    def weigh(self, round_index: int, instructions: list[Instruction], reports: list[ClientReport], summaries: Partials) -> Weights: ...
+
+    @abstractmethod
+    def weighted_sums(self, weights: Weights) -> Partials: ...
+
+    @abstractmethod
+    def aggregate(
+        self, round_index: int, instructions: list[Instruction], reports: list[ClientReport], partials: Partials
+    ) -> tuple[dict[str, float], dict[int, dict[str, float]]]:
+        """Fold the partial sums into the next broadcast; returns the round's metrics and the
+        strategy's per-hospital quantities."""
+
+    @abstractmethod
+    def evaluate(self, hospitals: list[int], num_units: int) -> tuple[dict[int, dict[str, float]], list[Any]]:
+        """The current broadcast scored on each hospital's own test split, and every global unit's outputs."""
+
+    @abstractmethod
+    def observe(self, round_index: int, global_metrics: dict[str, float], hospital_metrics: dict[int, dict[str, float]]) -> None: ...
+
+    @abstractmethod
+    def broadcast_bytes(self) -> int:
+        """Size of the current broadcast, as sent to each hospital."""
+
+    @abstractmethod
+    def global_params(self) -> Params:
+        """The current global model."""
+
+    def memory(self) -> dict[str, int]:
+        """What the workers cost the machine so far: `workers_peak_rss` (summed peak resident
+        memory) and `object_store_bytes` (cluster-wide, now); zeros where the workers are this
+        process."""
+        return {"workers_peak_rss": 0, "object_store_bytes": 0}
+
+    def close(self) -> None:
+        """Release workers and server."""
+
+
+@contextmanager
+def open_backend(config: Any, task: Any, strategy: Any, pipeline: Any) -> Iterator[Backend]:
+    """The backend `config.engine.backend` names, with the round-0 model on its server."""
+    from fedsim.seeding import Stream, seed_for
+
+    initial = task.initial_params(seed_for(config.seed, Stream.MODEL_INIT))
+    if config.engine.backend == "in_process":
+        from fedsim.engine.in_process import InProcessBackend
+
+        backend: Backend = InProcessBackend(task, strategy, pipeline, initial, config.seed, config.num_workers())
+        try:
+            yield backend
+        finally:
+            backend.close()
+        return
+    from fedsim.engine.ray_backend import ray_backend
+
+    with ray_backend(config, task, strategy, pipeline, initial) as backend:
+        yield backend

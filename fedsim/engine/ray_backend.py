@@ -1,0 +1,92 @@
+"""The Ray backend: the bounded worker pool (fedsim.engine.pool) and the server actor, inside a
+Ray session (fedsim.engine.cluster). The only module of the round path that talks to Ray."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import numpy as np
+import ray
+
+from fedsim.engine.backend import Backend
+from fedsim.engine.cluster import ray_session
+from fedsim.engine.memory import object_store_bytes
+from fedsim.engine.pool import WorkerPool
+from fedsim.engine.server import ServerCore
+from fedsim.engine.worker import keeps_hospital_state
+from fedsim.params import Params
+from fedsim.pipeline.base import Pipeline
+from fedsim.protocol import ClientReport, Cohort, Instruction
+from fedsim.strategies.base import Strategy
+from fedsim.tasks.base import Task
+
+_ServerActor = ray.remote(ServerCore)
+
+
+class RayBackend(Backend):
+    def __init__(self, config: Any, task: Task, strategy: Strategy, pipeline: Pipeline, initial: Params) -> None:
+        self.run_seed = config.seed
+        self.weighs_after_training = strategy.weighs_after_training
+        self.pool = WorkerPool(
+            ray.put(task),
+            strategy,
+            pipeline,
+            size=config.num_workers(),
+            num_cpus=config.engine.num_cpus,
+            num_gpus=config.engine.num_gpus,
+            keeps_hospital_state=keeps_hospital_state(task, strategy, pipeline),
+        )
+        self.server = _ServerActor.options(num_cpus=0).remote(strategy, pipeline, initial)
+        self.broadcast_ref, size_ref = self.server.initial.options(num_returns=2).remote()
+        self._broadcast_bytes = ray.get(size_ref)
+
+    def configure(self, round_index: int, cohort: Cohort) -> list[Instruction]:
+        return ray.get(self.server.configure.remote(round_index, cohort))
+
+    def train(self, round_index: int, instructions: list[Instruction], costs: np.ndarray) -> tuple[list[ray.ObjectRef], list[ClientReport]]:
+        return self.pool.train(round_index, self.run_seed, self.broadcast_ref, instructions, costs)
+
+    def weigh(self, round_index: int, instructions: list[Instruction], reports: list[ClientReport], summaries: list[ray.ObjectRef]) -> ray.ObjectRef:
+        return self.server.weigh.remote(round_index, instructions, reports, *summaries)
+
+    def weighted_sums(self, weights: ray.ObjectRef) -> list[ray.ObjectRef]:
+        return self.pool.weighted_sums(weights)
+
+    def aggregate(
+        self, round_index: int, instructions: list[Instruction], reports: list[ClientReport], partials: list[ray.ObjectRef]
+    ) -> tuple[dict[str, float], dict[int, dict[str, float]]]:
+        self.broadcast_ref, metrics_ref, size_ref, hospital_ref = self.server.aggregate.options(num_returns=4).remote(
+            round_index, instructions, reports, *partials
+        )
+        metrics, self._broadcast_bytes, hospital_metrics = ray.get([metrics_ref, size_ref, hospital_ref])
+        return metrics, hospital_metrics
+
+    def evaluate(self, hospitals: list[int], num_units: int) -> tuple[dict[int, dict[str, float]], list[Any]]:
+        return self.pool.evaluate(self.broadcast_ref, hospitals, num_units)
+
+    def observe(self, round_index: int, global_metrics: dict[str, float], hospital_metrics: dict[int, dict[str, float]]) -> None:
+        ray.get(self.server.observe.remote(round_index, global_metrics, hospital_metrics))
+
+    def broadcast_bytes(self) -> int:
+        return self._broadcast_bytes
+
+    def global_params(self) -> Params:
+        return ray.get(self.server.global_params.remote())
+
+    def memory(self) -> dict[str, int]:
+        return {"workers_peak_rss": self.pool.peak_rss(), "object_store_bytes": object_store_bytes()}
+
+    def close(self) -> None:
+        self.pool.shutdown()
+        ray.kill(self.server)
+
+
+@contextmanager
+def ray_backend(config: Any, task: Task, strategy: Strategy, pipeline: Pipeline, initial: Params) -> Iterator[RayBackend]:
+    with ray_session(config.engine, config.num_workers()):
+        backend = RayBackend(config, task, strategy, pipeline, initial)
+        try:
+            yield backend
+        finally:
+            backend.close()

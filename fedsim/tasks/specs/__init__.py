@@ -1,0 +1,1 @@
+"""One module per task, each registering its TaskSpec (fedsim.tasks.registry)."""
