@@ -113,8 +113,8 @@ def test_strategies_the_dqn_cannot_support_are_refused_before_ray_with_exit_2(st
     assert message.startswith(f"fedsim: error: strategy.name: {strategy} needs") and "\n" not in message
 
 
-def test_fedprox_federates_the_dqn_for_two_rounds(tmp_path: Path) -> None:
-    for strategy in ("{name: fedprox, mu: 0.1}",):
+def test_fedprox_and_fedavgm_federate_the_dqn_for_two_rounds(tmp_path: Path) -> None:
+    for strategy in ("{name: fedprox, mu: 0.1}", "fedavgm"):
         config = load_config(None, [*TINY, f"strategy={strategy}", "engine.backend=in_process"])
         out = tmp_path / config.strategy.name
         Simulation(config, out, quiet=True).run()
