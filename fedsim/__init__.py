@@ -11,7 +11,7 @@ from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from fedsim.api import RunResult, run
+from fedsim.api import RunResult, resume, run
 from fedsim.config import Config, load_config
 from fedsim.errors import ClusterError, ConfigError, DataError, FedsimError
 from fedsim.strategies.base import Strategy, StrategyConfig
@@ -35,5 +35,5 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "ClusterError", "Config", "ConfigError", "DataError", "FedsimError", "RunResult", "Strategy", "StrategyConfig",
-    "dataset_from_arrays", "load_config", "register_model", "run",
+    "dataset_from_arrays", "load_config", "register_model", "resume", "run",
 ]

@@ -91,3 +91,13 @@ def run(
     simulation = Simulation(resolved, run_dir, quiet=quiet, dataset=dataset)
     simulation.run()
     return RunResult(run_dir, resolved, simulation.task)
+
+
+def resume(run_dir: str | Path, *, dataset: Any = None, quiet: bool = True) -> RunResult:
+    """Continue an interrupted run from its last checkpoint (the same bits as never stopping);
+    `dataset`: the run's own data when it used `data.source.kind: custom`."""
+    from fedsim.simulation import Simulation
+
+    simulation = Simulation.resume(run_dir, quiet=quiet, dataset=dataset)
+    simulation.run()
+    return RunResult(Path(run_dir), simulation.config, simulation.task)

@@ -14,6 +14,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run a simulation and write a run directory")
     run.add_argument("config", nargs="?", help="YAML config (omit for the embedded quickstart defaults)")
+    run.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override a setting, e.g. --set data.hospitals=50 (repeatable)")
     run.add_argument("--out", help="run directory to create (default runs/<config>-<time>)")
@@ -27,14 +28,22 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from fedsim.api import run
+    from fedsim.api import resume, run
     from fedsim.config import load_config
     from fedsim.report import render_report
     from fedsim.results import fresh_run_dir
 
-    config = load_config(args.config, args.overrides)
-    out = Path(args.out) if args.out else fresh_run_dir(Path(args.config).stem if args.config else "default")
-    run(config, out, quiet=args.quiet)
+    if args.resume:
+        if args.config or args.overrides or args.out:
+            raise ConfigError("--resume: continues a run with its own config.yaml; give no config, --set or --out")
+        out = Path(args.resume)
+        args.run_dir = out
+        resume(out, quiet=args.quiet)
+    else:
+        config = load_config(args.config, args.overrides)
+        out = Path(args.out) if args.out else fresh_run_dir(Path(args.config).stem if args.config else "default")
+        args.run_dir = out
+        run(config, out, quiet=args.quiet)
     if not args.quiet:
         print(render_report(out))
     else:
@@ -67,6 +76,20 @@ def main(argv: list[str] | None = None) -> int:
     except FedsimError as error:
         print(f"fedsim: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(_interrupted(getattr(args, "run_dir", None)), file=sys.stderr)
+        return 130
+
+
+def _interrupted(run_dir: Path | None) -> str:
+    """One line saying how far an interrupted run got and how to continue it."""
+    if run_dir is None or not (run_dir / "config.yaml").is_file():
+        return "fedsim: interrupted"
+    from fedsim.results import ROUNDS, RunDirectory
+
+    run = RunDirectory(run_dir)
+    finished = len(list(run.table_path(ROUNDS).glob("part-*.parquet")))
+    return f"fedsim: interrupted after round {finished} of {run.config().rounds}; resume with `fedsim run --resume {run_dir}`"
 
 
 if __name__ == "__main__":

@@ -100,10 +100,12 @@ def run_all(runs: list[tuple[str, int, Config]], out: Path, quiet: bool = True) 
     with ray_session(largest.engine, largest.num_workers()):
         for label, seed, config in runs:
             run_dir = out / label / f"seed-{seed}"
-            if not _is_complete(run_dir, config):
+            done = _rounds_done(run_dir, config)
+            if done < config.rounds:
                 if not quiet:
-                    print(f"running {label} seed {seed} -> {run_dir}", flush=True)
-                Simulation(config, run_dir, quiet=True).run()
+                    print(f"{'resuming' if done else 'running'} {label} seed {seed} -> {run_dir}", flush=True)
+                simulation = Simulation.resume(run_dir, quiet=True) if done else Simulation(config, run_dir, quiet=True)
+                simulation.run()
             rows = RunDirectory(run_dir).read(config.task_spec().compare_table)
             tables.append(
                 rows.append_column("strategy", pa.array([label] * rows.num_rows))
@@ -114,13 +116,14 @@ def run_all(runs: list[tuple[str, int, Config]], out: Path, quiet: bool = True) 
     return combined
 
 
-def _is_complete(run_dir: Path, config: Config) -> bool:
+def _rounds_done(run_dir: Path, config: Config) -> int:
+    """Rounds an earlier invocation finished in `run_dir` (an interrupted run is resumed)."""
     run = RunDirectory(run_dir)
     if not (run_dir / "config.yaml").is_file():
-        return False
+        return 0
     if run.config() != config:
         raise ConfigError(f"{run_dir}: holds a run of a different config; choose another --out")
-    return run.read(ROUNDS).num_rows == config.rounds
+    return run.read(ROUNDS).num_rows if run.table_path(ROUNDS).is_dir() else 0
 
 
 def summary_table(rows: pa.Table, task: str = "classification") -> str:

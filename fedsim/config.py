@@ -173,6 +173,8 @@ class EngineConfig(_Strict):
     workers: Any = 2
     num_cpus: float = Field(1.0, gt=0)
     num_gpus: float = Field(0.0, ge=0)
+    checkpoint_every: int = Field(1, ge=0, description="write a checkpoint after every N rounds (and the last); 0 = never")
+    max_retries: int = Field(3, ge=0, description="replacements of a dead worker per call before the round fails")
 
     @field_validator("workers")
     @classmethod

@@ -9,6 +9,7 @@ see, every finished round stays readable, and `pyarrow.parquet.read_table(run / 
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
@@ -24,6 +25,10 @@ HOSPITAL_EVAL = "hospital_eval"
 PARTITION = "partition"
 RESOURCES = "resources"  # machine cost per round; not a metric, so it varies run to run
 MODEL = "model.pt"  # the final global model, a torch state_dict
+EVENTS = "events"  # recoveries (worker replaced, server restored, resumed): one part per event
+PER_ROUND = (ROUNDS, CLIENTS, HOSPITAL_EVAL, RESOURCES)  # tables with one part per round
+#: What a run directory holds before its first round finished: such a directory may be reused.
+_BEFORE_ROUND_ONE = {"config.yaml", f"{PARTITION}.parquet"}
 
 
 def fresh_run_dir(name: str, root: str | Path = "runs") -> Path:
@@ -42,13 +47,30 @@ class RunDirectory:
 
     @classmethod
     def create(cls, path: str | Path, config: Config) -> "RunDirectory":
-        """Start a new run directory; refuses one that already holds results (nothing is lost)."""
+        """Start a new run directory; refuses one that already holds results (nothing is lost),
+        and reuses one whose run failed before its first round finished."""
         run = cls(path)
         if run.path.exists() and any(run.path.iterdir()):
-            raise ConfigError(f"{run.path}: directory already holds a run; choose a new run directory")
+            if {entry.name for entry in run.path.iterdir()} - _BEFORE_ROUND_ONE:
+                raise ConfigError(f"{run.path}: directory already holds a run; choose a new run directory "
+                                  "(or resume it: fedsim run --resume DIR)")
+            shutil.rmtree(run.path)
         run.path.mkdir(parents=True, exist_ok=True)
         (run.path / "config.yaml").write_text(dump_config(config))
         return run
+
+    def drop_rounds_after(self, round_index: int) -> None:
+        """Remove the per-round parts of rounds after `round_index` (a resume rewrites them)."""
+        for name in PER_ROUND:
+            for part in self.table_path(name).glob("part-*.parquet"):
+                if int(part.stem.removeprefix("part-")) > round_index:
+                    part.unlink()
+
+    def append_event(self, row: Mapping[str, Any]) -> None:
+        """One more row of events.parquet (its parts are numbered in order of occurrence)."""
+        folder = self.table_path(EVENTS)
+        existing = [int(p.stem.removeprefix("part-")) for p in folder.glob("part-*.parquet")] if folder.is_dir() else []
+        self.append(EVENTS, max(existing, default=0) + 1, [row])
 
     def config(self) -> Config:
         return load_config(self.path / "config.yaml")

@@ -3,6 +3,7 @@ fedsim.engine.rounds on the configured backend."""
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,8 +13,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from fedsim.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from fedsim.config import Config
-from fedsim.engine.backend import Backend, open_backend
+from fedsim.engine.backend import Backend, ServerLost, open_backend
+from fedsim.errors import ConfigError
 from fedsim.engine.memory import peak_rss_bytes
 from fedsim.engine.rounds import RoundOutcome, RoundSchedule, run_round
 from fedsim.metrics import worst_decile_mean
@@ -35,19 +38,32 @@ class RoundSummary:
 
 
 class Simulation:
-    """Runs one configured federation and writes its run directory round by round."""
+    """Runs one configured federation and writes its run directory round by round, with a
+    checkpoint after every `engine.checkpoint_every` rounds (see fedsim.checkpoint)."""
 
-    def __init__(self, config: Config, out: str | Path, quiet: bool = False, dataset: Any = None) -> None:
+    def __init__(self, config: Config, out: str | Path, quiet: bool = False, dataset: Any = None, resume: bool = False) -> None:
         self.config = config
         self.quiet = quiet
         self.startup_seconds = float("nan")  # backend start-up (Ray, pool, server), measured by run()
         self.task: Task = build_task(config, dataset)  # data errors surface here, before Ray starts
         self.strategy = build_strategy(config, self.task)
         self.pipeline = build_pipeline(config, self.task)
+        if resume:
+            self.run_dir = RunDirectory(out)
+            return
         self.run_dir = RunDirectory.create(out, config)
         partition = self.task.partition_table()
         if partition is not None:
             self.run_dir.write_table(PARTITION, partition)
+
+    @classmethod
+    def resume(cls, out: str | Path, quiet: bool = False, dataset: Any = None) -> "Simulation":
+        """The interrupted run in `out`, to continue from its last checkpoint (from the start
+        if it has none) with `run()`."""
+        run_dir = RunDirectory(out)
+        if not (run_dir.path / "config.yaml").is_file():
+            raise ConfigError(f"{run_dir.path}: not a run directory (expected config.yaml inside)")
+        return cls(run_dir.config(), out, quiet=quiet, dataset=dataset, resume=True)
 
     def run(self) -> list[RoundSummary]:
         config, task = self.config, self.task
@@ -55,33 +71,88 @@ class Simulation:
         schedule = RoundSchedule(config, task)
         summaries: list[RoundSummary] = []
         with open_backend(config, task, self.strategy, self.pipeline) as backend:
-            progress = tqdm(total=config.rounds, desc="rounds", unit="round", disable=self.quiet, dynamic_ncols=True)
+            round_index = self._continue(backend, load_checkpoint(self.run_dir.path)) + 1
+            progress = tqdm(total=config.rounds, initial=round_index - 1, desc="rounds", unit="round",
+                            disable=self.quiet, dynamic_ncols=True)
             self.startup_seconds = time.perf_counter() - started
+            restorations = 0
             try:
-                for round_index in range(1, config.rounds + 1):
+                while round_index <= config.rounds:
                     started = time.perf_counter()
                     cohort = schedule.cohort(round_index)
-                    outcome = run_round(backend, task, round_index, cohort, schedule.scored(round_index, cohort))
+                    try:
+                        outcome = run_round(backend, task, round_index, cohort, schedule.scored(round_index, cohort))
+                    except ServerLost as lost:
+                        restorations += 1
+                        round_index = self._recover(backend, lost, restorations) + 1
+                        progress.n = round_index - 1
+                        continue
                     seconds = time.perf_counter() - started
-                    self._write_round(outcome, seconds, backend)
+                    self._write_round(outcome, seconds)
+                    self._checkpoint_and_account(backend, round_index)
                     headline = outcome.global_metrics.get(task.headline_metric, NAN)
                     summaries.append(RoundSummary(round_index, seconds, headline))
                     progress.set_postfix({task.headline_metric: f"{headline:.3f}" if outcome.global_metrics else "-"})
                     progress.update()
+                    round_index += 1
                 self._save_model(backend)
             finally:
                 progress.close()
+                self._record_events(backend)
         return summaries
+
+    def _continue(self, backend: Backend, checkpoint: Checkpoint | None) -> int:
+        """Restore `checkpoint` if there is one (a resume); returns the last complete round."""
+        done = checkpoint.round_index if checkpoint is not None else 0
+        self.run_dir.drop_rounds_after(done)  # rounds written after the checkpoint are re-run, to the same bits
+        if checkpoint is not None:
+            backend.restore(checkpoint)
+            self._event(done + 1, "resumed", f"from the checkpoint after round {done}")
+        return done
+
+    def _recover(self, backend: Backend, lost: ServerLost, restorations: int) -> int:
+        """After the server died: restore the last checkpoint; returns its round."""
+        checkpoint = load_checkpoint(self.run_dir.path)
+        if checkpoint is None or restorations > self.config.engine.max_retries:
+            why = "no checkpoint to restore (engine.checkpoint_every is 0 or no round finished)" if checkpoint is None \
+                else f"it died {restorations} times (engine.max_retries: {self.config.engine.max_retries})"
+            raise RuntimeError(f"{lost}; cannot recover: {why}") from None
+        backend.restore(checkpoint)
+        self.run_dir.drop_rounds_after(checkpoint.round_index)
+        self._record_events(backend)
+        return checkpoint.round_index
+
+    def _checkpoint_and_account(self, backend: Backend, round_index: int) -> None:
+        """Write the checkpoint when one is due, then the round's machine cost (resources.parquet)."""
+        every = self.config.engine.checkpoint_every
+        size, seconds = 0, 0.0
+        if every and (round_index % every == 0 or round_index == self.config.rounds):
+            started = time.perf_counter()
+            size = save_checkpoint(self.run_dir, backend.snapshot(round_index))
+            seconds = time.perf_counter() - started
+        row = {"round": round_index, "driver_peak_rss": peak_rss_bytes(), **backend.memory(),
+               "checkpoint_bytes": size, "checkpoint_seconds": seconds}
+        self.run_dir.append(RESOURCES, round_index, [row])
+        self._record_events(backend)
+
+    def _record_events(self, backend: Backend) -> None:
+        for event in backend.drain_events():
+            self._event(event["round"], event["event"], f"worker {event['worker']} died during {event['during']}"
+                        if event["event"] == "worker_replaced" else event["detail"])
+
+    def _event(self, round_index: int, kind: str, detail: str) -> None:
+        """One recovery: a row of events.parquet and one line on stderr."""
+        self.run_dir.append_event({"round": round_index, "event": kind, "detail": detail, "time": time.time()})
+        print(f"fedsim: round {round_index}: {kind.replace('_', ' ')} ({detail})", file=sys.stderr, flush=True)
 
     def _save_model(self, backend: Backend) -> None:
         """The final global model as a torch state_dict (`fedsim.RunResult.model()` loads it)."""
         state = {name: torch.from_numpy(np.array(array)) for name, array in backend.global_params().items()}
         self.run_dir.write_atomically(MODEL, lambda path: torch.save(state, path))
 
-    def _write_round(self, outcome: RoundOutcome, seconds: float, backend: Backend) -> None:
+    def _write_round(self, outcome: RoundOutcome, seconds: float) -> None:
         """Append this round's rows: hospitals first, then the round row that marks it complete."""
         round_index, per_hospital, global_metrics = outcome.round_index, outcome.hospital_scores, outcome.global_metrics
-        self.run_dir.append(RESOURCES, round_index, [{"round": round_index, "driver_peak_rss": peak_rss_bytes(), **backend.memory()}])
         self.run_dir.append(CLIENTS, round_index, (_client_row(round_index, report) for report in outcome.reports))
         self.run_dir.append(
             HOSPITAL_EVAL,

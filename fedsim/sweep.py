@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from fedsim.checkpoint import load_checkpoint
 from fedsim.config import Config, ConfigError, one_line_error, load_config, merge_settings, parse_config
 from fedsim.results import RESOURCES, ROUNDS, RunDirectory
 from fedsim.tasks.registry import task_spec
@@ -224,16 +225,20 @@ def _run_trial(params: dict[str, Any], configs: dict[str, dict[str, Any]], out: 
 
     label = params["trial"]
     run_dir = Path(out) / RUNS / label
-    summaries = Simulation(parse_config(configs[label]), run_dir, quiet=True).run()
+    resumable = load_checkpoint(run_dir) is not None  # interrupted: _clear_leftovers kept it
+    simulation = Simulation.resume(run_dir, quiet=True) if resumable else Simulation(parse_config(configs[label]), run_dir, quiet=True)
+    simulation.run()
+    rows = trial_table(run_dir)
     part = Path(out) / RESULTS / label / PART
     part.parent.mkdir(parents=True, exist_ok=True)
     temporary = part.with_name(f".{PART}.tmp")
-    pq.write_table(trial_table(run_dir), temporary)
+    pq.write_table(rows, temporary)
     os.replace(temporary, part)
+    headline = f"global_{simulation.task.headline_metric}"
     tune.report({
-        "rounds": len(summaries),
-        "headline": summaries[-1].headline,
-        "seconds_per_round": sum(s.seconds for s in summaries) / len(summaries),
+        "rounds": rows.num_rows,
+        "headline": rows[headline][-1].as_py(),
+        "seconds_per_round": pc.mean(rows["seconds"]).as_py(),
     })
 
 
@@ -251,8 +256,11 @@ def _finished(out: Path, trial: Trial) -> bool:
 
 
 def _clear_leftovers(out: Path, trial: Trial) -> None:
-    """An interrupted trial starts afresh: drop its partial run directory and temporary part."""
-    for leftover in (out / RUNS / trial.label, out / RESULTS / trial.label):
+    """An interrupted trial resumes from its checkpoint when it has one of this very config;
+    otherwise it starts afresh. Either way its unpublished results part goes."""
+    run_dir = out / RUNS / trial.label
+    keep = load_checkpoint(run_dir) is not None and RunDirectory(run_dir).config() == trial.config
+    for leftover in ([] if keep else [run_dir]) + [out / RESULTS / trial.label]:
         if leftover.exists():
             shutil.rmtree(leftover)
 

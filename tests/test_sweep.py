@@ -73,10 +73,12 @@ def test_trials_land_in_one_hive_partitioned_dataset(sweep_dir: Path) -> None:
 def test_rerun_skips_finished_trials_and_reruns_interrupted_ones(sweep_dir: Path, tmp_path: Path) -> None:
     finished = next((sweep_dir / RESULTS / ALPHA_TRIAL).glob("part-*.parquet"))
     finished_stamp = finished.stat().st_mtime_ns
-    # What an interruption of the eta trial leaves: a run directory with only its first round, no results part.
+    # What an interruption of the eta trial before its first checkpoint leaves: a run directory with
+    # only its first round, no checkpoint, no results part (with a checkpoint, the trial resumes).
     shutil.rmtree(sweep_dir / RESULTS / ETA_TRIAL)
     for part in (sweep_dir / RUNS / ETA_TRIAL).glob("*.parquet/part-000002.parquet"):
         part.unlink()
+    (sweep_dir / RUNS / ETA_TRIAL / "checkpoint.pkl").unlink()
     outcome = run_sweep(load_sweep(_spec(tmp_path, TINY)), sweep_dir, verbose=0)
     assert outcome.skipped == [ALPHA_TRIAL] and outcome.ran == [ETA_TRIAL] and not outcome.failed
     assert finished.stat().st_mtime_ns == finished_stamp

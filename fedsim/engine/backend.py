@@ -5,7 +5,8 @@ called directly, no Ray; tests, debugging, the FedMRL MultiAgentEnv) and `RayBac
 (fedsim.engine.ray_backend: the worker pool and the server actor). The values passed between
 calls (`Partials`, `Weights`) are whatever the backend needs: objects in-process, object refs on
 Ray; the protocol only hands them back. Every call waits for its work to finish (or fail), so an
-error anywhere fails the round with its own message.
+error anywhere fails the round with its own message. A backend recovers from dead workers itself;
+a dead server raises `ServerLost`, and the driver restores the last checkpoint.
 """
 
 from __future__ import annotations
@@ -16,11 +17,16 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from fedsim.checkpoint import Checkpoint
 from fedsim.params import Params
 from fedsim.protocol import ClientReport, Cohort, Instruction
 
 Partials = Any
 Weights = Any
+
+
+class ServerLost(RuntimeError):
+    """The server died mid-round: its state since the last checkpoint is gone."""
 
 
 class Backend(ABC):
@@ -62,6 +68,18 @@ class Backend(ABC):
     @abstractmethod
     def global_params(self) -> Params:
         """The current global model."""
+
+    @abstractmethod
+    def snapshot(self, round_index: int) -> Checkpoint:
+        """Everything that determines the future after `round_index` (see fedsim.checkpoint)."""
+
+    @abstractmethod
+    def restore(self, checkpoint: Checkpoint) -> None:
+        """Continue from `checkpoint` (a fresh server where the old one died)."""
+
+    def drain_events(self) -> list[dict[str, Any]]:
+        """Recoveries since the last call (worker replacements), for events.parquet."""
+        return []
 
     def memory(self) -> dict[str, int]:
         """What the workers cost the machine so far: `workers_peak_rss` (summed peak resident

@@ -4,10 +4,12 @@ sums group the same way and results are bitwise those of a Ray run)."""
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import numpy as np
 
+from fedsim.checkpoint import Checkpoint
 from fedsim.engine.backend import Backend
 from fedsim.engine.fixed_point import FixedPointSum
 from fedsim.engine.sampling import balance, evaluation_plan
@@ -52,7 +54,7 @@ class InProcessBackend(Backend):
         return self.server.weigh(round_index, instructions, reports, *summaries)
 
     def weighted_sums(self, weights: dict[int, float]) -> list[FixedPointSum]:
-        return [worker.weighted_sum(weights) for worker in self._trained]
+        return [worker.weighted_sum(weights)[0] for worker in self._trained]
 
     def aggregate(
         self, round_index: int, instructions: list[Instruction], reports: list[ClientReport], partials: list[Any]
@@ -71,6 +73,13 @@ class InProcessBackend(Backend):
 
     def observe(self, round_index: int, global_metrics: dict[str, float], hospital_metrics: dict[int, dict[str, float]]) -> None:
         self.server.observe(round_index, global_metrics, hospital_metrics)
+
+    def snapshot(self, round_index: int) -> Checkpoint:
+        return Checkpoint(round_index, copy.deepcopy(self.server.get_state()), copy.deepcopy(self.states))
+
+    def restore(self, checkpoint: Checkpoint) -> None:
+        self.server.set_state(copy.deepcopy(checkpoint.server))
+        self.states = copy.deepcopy(checkpoint.hospitals)
 
     def broadcast_bytes(self) -> int:
         return params_nbytes(self.server.broadcast)

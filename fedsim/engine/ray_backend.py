@@ -1,15 +1,23 @@
 """The Ray backend: the bounded worker pool (fedsim.engine.pool) and the server actor, inside a
-Ray session (fedsim.engine.cluster). The only module of the round path that talks to Ray."""
+Ray session (fedsim.engine.cluster). The only module of the round path that talks to Ray.
+
+Dead workers are replaced by the pool. A dead server loses the strategy's state since the last
+checkpoint: every server call turns an actor death into `ServerLost`, `restore` starts a new
+server from a checkpoint, and the driver replays the rounds since.
+"""
 
 from __future__ import annotations
 
+import time
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 import numpy as np
 import ray
+from ray.exceptions import RayActorError
 
-from fedsim.engine.backend import Backend
+from fedsim.checkpoint import Checkpoint
+from fedsim.engine.backend import Backend, ServerLost
 from fedsim.engine.cluster import ray_session
 from fedsim.engine.memory import object_store_bytes
 from fedsim.engine.pool import WorkerPool
@@ -22,6 +30,7 @@ from fedsim.strategies.base import Strategy
 from fedsim.tasks.base import Task
 
 _ServerActor = ray.remote(ServerCore)
+Result = TypeVar("Result")
 
 
 class RayBackend(Backend):
@@ -36,13 +45,24 @@ class RayBackend(Backend):
             num_cpus=config.engine.num_cpus,
             num_gpus=config.engine.num_gpus,
             keeps_hospital_state=keeps_hospital_state(task, strategy, pipeline),
+            max_retries=config.engine.max_retries,
         )
-        self.server = _ServerActor.options(num_cpus=0).remote(strategy, pipeline, initial)
+        self._new_server: Callable[[], Any] = lambda: _ServerActor.options(num_cpus=0).remote(strategy, pipeline, initial)
+        self.server = self._new_server()
+        self._fetch_broadcast()
+
+    def _fetch_broadcast(self) -> None:
         self.broadcast_ref, size_ref = self.server.initial.options(num_returns=2).remote()
-        self._broadcast_bytes = ray.get(size_ref)
+        self._broadcast_bytes = self._server_call(lambda: ray.get(size_ref))
+
+    def _server_call(self, call: Callable[[], Result]) -> Result:
+        try:
+            return call()
+        except RayActorError as error:
+            raise ServerLost(f"the server actor died ({type(error).__name__})") from None
 
     def configure(self, round_index: int, cohort: Cohort) -> list[Instruction]:
-        return ray.get(self.server.configure.remote(round_index, cohort))
+        return self._server_call(lambda: ray.get(self.server.configure.remote(round_index, cohort)))
 
     def train(self, round_index: int, instructions: list[Instruction], costs: np.ndarray) -> tuple[list[ray.ObjectRef], list[ClientReport]]:
         return self.pool.train(round_index, self.run_seed, self.broadcast_ref, instructions, costs)
@@ -51,6 +71,7 @@ class RayBackend(Backend):
         return self.server.weigh.remote(round_index, instructions, reports, *summaries)
 
     def weighted_sums(self, weights: ray.ObjectRef) -> list[ray.ObjectRef]:
+        self._server_call(lambda: ray.get(weights))  # a few numbers; a dead server shows here, not as a worker's death
         return self.pool.weighted_sums(weights)
 
     def aggregate(
@@ -59,20 +80,40 @@ class RayBackend(Backend):
         self.broadcast_ref, metrics_ref, size_ref, hospital_ref = self.server.aggregate.options(num_returns=4).remote(
             round_index, instructions, reports, *partials
         )
-        metrics, self._broadcast_bytes, hospital_metrics = ray.get([metrics_ref, size_ref, hospital_ref])
+        metrics, self._broadcast_bytes, hospital_metrics = self._server_call(lambda: ray.get([metrics_ref, size_ref, hospital_ref]))
         return metrics, hospital_metrics
 
     def evaluate(self, hospitals: list[int], num_units: int) -> tuple[dict[int, dict[str, float]], list[Any]]:
         return self.pool.evaluate(self.broadcast_ref, hospitals, num_units)
 
     def observe(self, round_index: int, global_metrics: dict[str, float], hospital_metrics: dict[int, dict[str, float]]) -> None:
-        ray.get(self.server.observe.remote(round_index, global_metrics, hospital_metrics))
+        self._server_call(lambda: ray.get(self.server.observe.remote(round_index, global_metrics, hospital_metrics)))
+
+    def snapshot(self, round_index: int) -> Checkpoint:
+        server = self._server_call(lambda: ray.get(self.server.get_state.remote()))
+        hospitals = dict(zip(self.pool.states, ray.get(list(self.pool.states.values()))))
+        return Checkpoint(round_index, server, hospitals)
+
+    def restore(self, checkpoint: Checkpoint) -> None:
+        try:
+            ray.get(self.server.set_state.remote(checkpoint.server))
+        except RayActorError:
+            self.server = self._new_server()
+            ray.get(self.server.set_state.remote(checkpoint.server))
+            self.pool.events.append({"round": checkpoint.round_index + 1, "event": "server_replaced", "worker": -1,
+                                     "during": "round", "detail": "restored from the checkpoint", "time": time.time()})
+        self.pool.states = {hospital: ray.put(state) for hospital, state in checkpoint.hospitals.items()}
+        self._fetch_broadcast()
+
+    def drain_events(self) -> list[dict[str, Any]]:
+        events, self.pool.events = self.pool.events, []
+        return events
 
     def broadcast_bytes(self) -> int:
         return self._broadcast_bytes
 
     def global_params(self) -> Params:
-        return ray.get(self.server.global_params.remote())
+        return self._server_call(lambda: ray.get(self.server.global_params.remote()))
 
     def memory(self) -> dict[str, int]:
         return {"workers_peak_rss": self.pool.peak_rss(), "object_store_bytes": object_store_bytes()}

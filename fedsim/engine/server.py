@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fedsim.engine.fixed_point import FixedPointSum
 from fedsim.params import Params, params_nbytes
 from fedsim.pipeline.base import Pipeline
@@ -52,6 +54,15 @@ class ServerCore:
         self.broadcast, metrics = self.strategy.aggregate(round_index, self.broadcast, aggregate)
         round_metrics = {**{f"strategy_{k}": v for k, v in metrics.items()}, **{f"pipeline_{k}": v for k, v in stage_metrics.items()}}
         return self.broadcast, round_metrics, params_nbytes(self.broadcast), self.strategy.hospital_metrics()
+
+    def get_state(self) -> dict[str, Any]:
+        """Everything that determines the server's future: broadcast, strategy and stage state."""
+        return {"broadcast": self.broadcast, "strategy": self.strategy.get_state(), "pipeline": self.pipeline.get_state()}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.broadcast = state["broadcast"]
+        self.strategy.set_state(state["strategy"])
+        self.pipeline.set_state(state["pipeline"])
 
     def global_params(self) -> Params:
         """The global model itself (the broadcast without strategy extras such as SCAFFOLD's c)."""

@@ -101,15 +101,16 @@ class WorkerCore:
             )
         return [partial, reports, *new_states] if self.keeps_hospital_state else [partial, reports]
 
-    def weighted_sum(self, weights: Mapping[int, float]) -> FixedPointSum:
+    def weighted_sum(self, weights: Mapping[int, float]) -> tuple[FixedPointSum, bool]:
         """Sum the held contributions with the server's weights (second step of weighing after
-        training), and release them."""
+        training), and release them. The second value is a small marker the driver waits on to
+        know the sum exists (without fetching it)."""
         total = FixedPointSum()
         for hospital, contribution in self.held.items():
             weight = weights[hospital]
             total.add({name: weight * np.asarray(array, dtype=np.float64) for name, array in contribution.items()})
         self.held = {}
-        return total
+        return total, True
 
     def evaluate(
         self, broadcast: Params, hospitals: Sequence[int], units: Sequence[int], *states: HospitalState | None

@@ -16,6 +16,7 @@ its `stage` name) beside its class.
 
 from __future__ import annotations
 
+import copy
 from abc import ABC
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
@@ -71,6 +72,13 @@ class UpdateStage(ABC):
         """The exact sum as the strategy will aggregate it, and round quantities for rounds.parquet."""
         return total, {}
 
+    def get_state(self) -> Any:
+        """The server half's learned state (e.g. an adaptive clip norm), for checkpoints."""
+        return copy.deepcopy(self.__dict__)
+
+    def set_state(self, state: Any) -> None:
+        self.__dict__.update(copy.deepcopy(state))
+
 
 class Pipeline:
     """The configured stages, in order."""
@@ -104,6 +112,13 @@ class Pipeline:
             metrics.update(stage_metrics)
         params = {**result.params, **{name: start[name].astype(np.float64) + update[name] for name in shared}}
         return replace(result, params=params), tuple(new_states), metrics
+
+    def get_state(self) -> list[Any]:
+        return [stage.get_state() for stage in self.stages]
+
+    def set_state(self, states: list[Any]) -> None:
+        for stage, state in zip(self.stages, states):
+            stage.set_state(state)
 
     def server_side(
         self, total: dict[str, np.ndarray], round_index: int, instructions: list[Instruction]

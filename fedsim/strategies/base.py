@@ -12,6 +12,7 @@ by its `name`) beside its class. `StrategyConfig.build` makes the strategy for a
 
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping
 
@@ -112,6 +113,15 @@ class Strategy(ABC):
     def observe(self, round_index: int, global_metrics: dict[str, float], hospital_metrics: dict[int, dict[str, float]]) -> None:
         """The evaluation of the round's new model (a learning strategy's feedback); after
         aggregate, before the next configure."""
+
+    def get_state(self) -> Any:
+        """Everything the server side has learned (FedAdam's moments, SCAFFOLD's nothing beyond
+        the broadcast, FedMRL's QMIX learner), for checkpoints: by default the attributes."""
+        return copy.deepcopy(self.__dict__)
+
+    def set_state(self, state: Any) -> None:
+        """Continue exactly from `get_state()`'s result."""
+        self.__dict__.update(copy.deepcopy(state))
 
 
 def sample_shares(cohort: Cohort) -> np.ndarray:

@@ -242,7 +242,7 @@ class FedMRL(Strategy):
         """Everything the server learned (QMIX learner, replay, schedule, SOM), for checkpoints."""
         return {"team": self.team().get_state() if self.spec.qmix else None, "som": self._som,
                 "hospital_stats": dict(self.hospital_stats), "last_metric": self.last_metric,
-                "global_loss": self.global_loss, "pending": self.pending}
+                "global_loss": self.global_loss, "pending": self.pending, "td_loss": self.td_loss}
 
     def set_state(self, state: dict[str, Any]) -> None:
         if state["team"] is not None:
@@ -250,6 +250,7 @@ class FedMRL(Strategy):
         self._som = state["som"]
         self.hospital_stats = dict(state["hospital_stats"])
         self.last_metric, self.global_loss, self.pending = state["last_metric"], state["global_loss"], state["pending"]
+        self.td_loss = state["td_loss"]
 
 
 def _cosines(sketches: np.ndarray, aggregate: np.ndarray) -> np.ndarray:

@@ -1,0 +1,188 @@
+"""Faults: a killed driver resumes to the same bits, dead workers and a dead server are replaced
+mid-run without changing a bit, Ctrl-C stops cleanly, and a run that failed before round 1 leaves a
+reusable directory."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pyarrow.parquet as pq
+import pytest
+
+from fedsim.checkpoint import load_checkpoint
+from fedsim.cli import main
+from fedsim.config import load_config
+from fedsim.results import RunDirectory
+from fedsim.simulation import Simulation
+
+SMALL = [
+    "data.source={kind: synthetic, classes: 3, train_samples: 1600, test_samples: 200}",
+    "data.hospitals=16",
+    "train.epochs=2",
+]
+SCHEDULING = [
+    "task=scheduling", "train.epochs=1",
+    "scheduling={hospitals: 4, eval_episodes: 1, env: {episode_hours: 4}, dqn: {steps_per_epoch: 60, "
+    "learning_starts: 30, buffer_size: 200, batch_size: 16, target_update_steps: 40, exploration_steps: 120}}",
+]
+WALL_CLOCK = {"seconds", "strategy_qmix_som_seconds"}
+
+
+def assert_same_run(one: Path, two: Path) -> None:
+    """Bitwise-equal metrics tables (NaN where the other has NaN), wall-clock columns aside."""
+    for table in ("rounds", "clients", "hospital_eval", "partition"):
+        first, second = (pq.read_table(run / f"{table}.parquet").to_pydict() for run in (one, two))
+        assert first.keys() == second.keys(), table
+        for column in first.keys() - WALL_CLOCK:
+            np.testing.assert_array_equal(np.array(first[column]), np.array(second[column]), err_msg=f"{table}.{column}")
+
+
+def _finished(run: Path) -> int:
+    return len(list((run / "rounds.parquet").glob("part-*.parquet")))
+
+
+def _kill_driver_after(run: Path, settings: list[str], rounds_done: int) -> None:
+    """Start `fedsim run` in its own process group and SIGKILL it once `rounds_done` rounds finished."""
+    command = [sys.executable, "-m", "fedsim.cli", "run", "--quiet", "--out", str(run)]
+    for setting in settings:
+        command += ["--set", setting]
+    process = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 180
+        while _finished(run) < rounds_done:
+            assert process.poll() is None, process.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "the driver finished no rounds in time"
+            time.sleep(0.05)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+@pytest.mark.parametrize("settings", [
+    ["strategy=fedadam"],
+    ["strategy=scaffold", "pipeline=[{stage: clip, max_norm: 1.0}]"],
+    ["strategy=fedmrl", "sampling.clients_per_round=6"],
+    SCHEDULING,
+], ids=["fedadam", "scaffold+clip", "fedmrl", "scheduling-dqn"])
+def test_a_killed_driver_resumes_to_the_bits_of_an_uninterrupted_run(settings: list[str], tmp_path: Path) -> None:
+    base = SMALL + ["rounds=4", "engine.backend=in_process"] if settings is not SCHEDULING else ["rounds=4", "engine.backend=in_process"]
+    overrides = base + settings
+    Simulation(load_config(None, overrides), tmp_path / "clean", quiet=True).run()
+    _kill_driver_after(tmp_path / "killed", overrides, rounds_done=2)
+    assert load_checkpoint(tmp_path / "killed") is not None and _finished(tmp_path / "killed") < 4
+    assert main(["run", "--quiet", "--resume", str(tmp_path / "killed")]) == 0
+    assert_same_run(tmp_path / "clean", tmp_path / "killed")
+    events = pq.read_table(tmp_path / "killed" / "events.parquet").to_pydict()
+    assert events["event"] == ["resumed"]
+
+
+def _kill_during_round(run: Path, process_title: str, round_index: int, killed: list[int]) -> threading.Thread:
+    """A thread that SIGKILLs one of this test process's Ray actors titled `process_title` while
+    `round_index` runs."""
+    def kill() -> None:
+        deadline = time.monotonic() + 120
+        while _finished(run) < round_index - 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.3)  # into the round
+        for child in psutil.Process().children(recursive=True):
+            try:
+                if child.cmdline() and child.cmdline()[0].startswith(process_title):
+                    child.send_signal(signal.SIGKILL)
+                    killed.append(child.pid)
+                    return
+            except psutil.Error:
+                continue
+
+    thread = threading.Thread(target=kill, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("strategy", ["fedavg", "fedmrl"])
+def test_a_worker_killed_mid_round_is_replaced_and_changes_no_bit(strategy: str, ray_cluster, tmp_path: Path) -> None:
+    overrides = SMALL + ["rounds=3", f"strategy={strategy}", "sampling.clients_per_round=8", "engine.workers=2"]
+    Simulation(load_config(None, overrides + ["engine.backend=in_process"]), tmp_path / "clean", quiet=True).run()
+    killed: list[int] = []
+    killer = _kill_during_round(tmp_path / "faulted", "ray::WorkerCore", 2, killed)
+    Simulation(load_config(None, overrides), tmp_path / "faulted", quiet=True).run()
+    killer.join()
+    assert killed, "no worker was killed"
+    assert_same_run(tmp_path / "clean", tmp_path / "faulted")
+    events = pq.read_table(tmp_path / "faulted" / "events.parquet").to_pydict()
+    assert "worker_replaced" in events["event"]
+
+
+def test_a_killed_server_is_restored_from_the_checkpoint_and_changes_no_bit(ray_cluster, tmp_path: Path) -> None:
+    overrides = SMALL + ["rounds=3", "strategy=fedadam", "engine.workers=1"]
+    Simulation(load_config(None, overrides + ["engine.backend=in_process"]), tmp_path / "clean", quiet=True).run()
+    killed: list[int] = []
+    killer = _kill_during_round(tmp_path / "faulted", "ray::ServerCore", 2, killed)
+    Simulation(load_config(None, overrides), tmp_path / "faulted", quiet=True).run()
+    killer.join()
+    assert killed, "the server was not killed"
+    assert_same_run(tmp_path / "clean", tmp_path / "faulted")
+    events = pq.read_table(tmp_path / "faulted" / "events.parquet").to_pydict()
+    assert "server_replaced" in events["event"]
+
+
+@pytest.mark.ray
+def test_ctrl_c_says_where_it_stopped_and_leaves_no_ray_process(tmp_path: Path) -> None:
+    out = tmp_path / "interrupted"
+    command = [sys.executable, "-m", "fedsim.cli", "run", "--quiet", "--out", str(out), "--set", "rounds=30"]
+    for setting in SMALL:
+        command += ["--set", setting]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 180
+    while _finished(out) < 1:
+        assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()[-2000:]
+        time.sleep(0.05)
+    descendants = psutil.Process(process.pid).children(recursive=True)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130
+    lines = [line for line in stderr.splitlines() if line.strip() and "Token authentication is enabled" not in line]
+    assert len(lines) == 1 and lines[0].startswith("fedsim: interrupted after round ") and "fedsim run --resume" in lines[0], stderr
+    time.sleep(2)
+    assert not [p for p in descendants if p.is_running() and p.status() != psutil.STATUS_ZOMBIE], "Ray processes left behind"
+
+
+def test_a_run_that_failed_before_round_one_leaves_a_reusable_directory(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    overrides = SMALL + ["rounds=1", "engine.backend=in_process"]
+    RunDirectory.create(out, load_config(None, overrides))  # what a failed start leaves: config.yaml only
+    Simulation(load_config(None, overrides), out, quiet=True).run()
+    assert _finished(out) == 1
+    with pytest.raises(ValueError, match="already holds a run"):
+        Simulation(load_config(None, overrides), out, quiet=True)
+
+
+def test_compare_resumes_an_interrupted_run_instead_of_refusing_it(tmp_path: Path, monkeypatch) -> None:
+    from fedsim.comparison import plan_runs, run_all
+
+    overrides = SMALL + ["rounds=3", "engine.backend=in_process"]
+    clean_dir = tmp_path / "clean"
+    Simulation(load_config(None, overrides + ["seed=0"]), clean_dir, quiet=True).run()
+    runs = plan_runs(None, overrides, ["fedavg"], [0])
+    original = Simulation._write_round
+
+    def interrupted_in_round_three(self, outcome, seconds):
+        if outcome.round_index == 3:
+            raise KeyboardInterrupt
+        original(self, outcome, seconds)
+
+    monkeypatch.setattr(Simulation, "_write_round", interrupted_in_round_three)
+    with pytest.raises(KeyboardInterrupt):
+        run_all(runs, tmp_path / "compare")
+    monkeypatch.setattr(Simulation, "_write_round", original)
+    interrupted = tmp_path / "compare" / "fedavg" / "seed-0"
+    assert _finished(interrupted) == 2 and load_checkpoint(interrupted).round_index == 2
+    run_all(runs, tmp_path / "compare")
+    assert_same_run(clean_dir, interrupted)
