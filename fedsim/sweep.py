@@ -67,6 +67,7 @@ class SweepSpec(_Spec):
     set: list[str] = Field(default_factory=list, description="KEY=VALUE overrides applied to every trial")
     samples_per_hospital: int | None = Field(None, ge=1, description="synthetic data grows with the hospitals")
     driver_cpus: float = Field(1.0, gt=0, description="CPUs each trial reserves for its driver")
+    trial_retries: int = Field(1, ge=0, description="restarts of a trial whose process died (it resumes from its checkpoint)")
     grid: Grid
 
 
@@ -172,7 +173,8 @@ def run_sweep(spec: SweepSpec, out: str | Path, *, verbose: int = 1) -> SweepOut
             param_space={"trial": tune.grid_search(list(by_label))},
             tune_config=tune.TuneConfig(trial_dirname_creator=lambda trial: f"trial-{trial.trial_id}"),
             run_config=tune.RunConfig(
-                name=time.strftime("sweep-%Y%m%d-%H%M%S"), storage_path=str(out / TUNE), verbose=verbose
+                name=time.strftime("sweep-%Y%m%d-%H%M%S"), storage_path=str(out / TUNE), verbose=verbose,
+                failure_config=tune.FailureConfig(max_failures=spec.trial_retries),
             ),
         )
         for result in tuner.fit():
@@ -309,5 +311,10 @@ def _key_text(value: Any) -> str:
 
 
 def _last_line(error: BaseException) -> str:
+    """One line for a failed trial: the cause, not Ray's paragraph about it."""
+    from ray.exceptions import RayActorError
+
+    if isinstance(error, RayActorError) or "actor died unexpectedly" in str(error):
+        return "its process died (killed, or out of memory); its run directory keeps every finished round"
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[-1] if lines else type(error).__name__
+    return lines[-1][:300] if lines else type(error).__name__
