@@ -85,3 +85,37 @@ def test_linear_model_learns_something_but_not_everything(default_dataset: Image
 def test_bad_arguments(kwargs: dict, parameter: str) -> None:
     with pytest.raises(DataError, match=parameter):
         make_synthetic(**kwargs)
+
+
+def test_lazily_generated_hospitals_are_bitwise_the_eagerly_stored_ones() -> None:
+    """Synthetic hospitals generated on the worker from (seed, hospital, split) equal a federation
+    whose driver drew every hospital's images up front and stored them in one shared array."""
+    from dataclasses import replace
+
+    from fedsim.config import load_config
+    from fedsim.data.arrays import ImageSet
+    from fedsim.data.federation import build_federation
+    from fedsim.tasks.classification import ClassificationTask
+    from fedsim.models import model_factory
+    from in_process import one_round
+    from toy_task import full_cohort
+
+    config = load_config(None, ["data.source={kind: synthetic, classes: 3, train_samples: 300, test_samples: 40}",
+                                "data.hospitals=5", "data.scanner_shift=0.4", "train.epochs=1"])
+    lazy = build_federation(config.data, seed=3)
+    assert lazy.generated is not None and len(lazy.dataset.train) == 0  # the driver holds no training image
+    stored = np.zeros((len(lazy.train_labels), *lazy.dataset.test.images.shape[1:]), dtype=np.uint8)
+    for hospital in range(lazy.num_hospitals):
+        for split, parts in (("train", lazy.train_parts), ("test", lazy.test_parts)):
+            indices = parts[hospital]
+            stored[indices] = lazy.generated.images(hospital, split, lazy.train_labels[indices])
+    eager = replace(lazy, dataset=replace(lazy.dataset, train=ImageSet(stored, lazy.train_labels)), generated=None)
+    for hospital in range(lazy.num_hospitals):
+        for split in ("train", "test"):
+            (a, la), (b, lb) = lazy.hospital_arrays(hospital, split), eager.hospital_arrays(hospital, split)
+            assert np.array_equal(a, b) and np.array_equal(la, lb)
+    tasks = [ClassificationTask(f, model_factory("small_cnn"), config.train, 64) for f in (lazy, eager)]
+    from fedsim.strategies.fedavg import FedAvg
+
+    (first, *_), (second, *_) = (one_round(task, FedAvg(), full_cohort(task)) for task in tasks)
+    assert all(np.array_equal(first[name], second[name]) for name in first)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 import torch
 
 from fedsim.config import load_config
+from fedsim.data.federation import Federation
 from fedsim.engine.in_process import InProcessBackend
 from fedsim.engine.rounds import run_round
 from fedsim.fedmrl.qmix import QMIXSettings, QMIXTeam
@@ -87,10 +89,15 @@ def test_som_weights_discount_a_label_flipped_hospital() -> None:
                                 "data.hospitals=8", "data.partition={scheme: iid}", "train.epochs=1", "strategy=fedmrl"])
     task = build_task(config)
     flipped = 5
-    labels = task.federation.dataset.train.labels
-    flip = task.federation.train_parts[flipped]
-    labels.setflags(write=True)
-    labels[flip] = 1 - labels[flip]
+
+    class Flipped(Federation):
+        """The same hospitals, but hospital `flipped` reports the other class for every image."""
+
+        def hospital_arrays(self, hospital, split):
+            images, labels = super().hospital_arrays(hospital, split)
+            return images, (1 - labels if hospital == flipped else labels)
+
+    task.federation = Flipped(**{f.name: getattr(task.federation, f.name) for f in fields(Federation)})
     # outliers show once the model has learned something: start from a briefly pre-trained model
     start = task.train(0, task.initial_params(0), LocalPlan(epochs=3), None, seed=0).params
     strategy = FedMRL(config.strategy, total_rounds=1, max_cohort=8, seed=0)

@@ -21,7 +21,7 @@ from fedsim.config import (
     ShardPartition,
     SyntheticSource,
 )
-from fedsim.data.arrays import ImageDataset
+from fedsim.data.arrays import ImageDataset, ImageSet
 from fedsim.data.isic import load_isic2018
 from fedsim.data.medmnist import load_medmnist
 from fedsim.data.messidor import load_messidor
@@ -34,7 +34,7 @@ from fedsim.data.partition import (
     split_local_test,
 )
 from fedsim.data.scanner import apply_scanner, draw_scanner_profiles
-from fedsim.data.synthetic import make_synthetic
+from fedsim.data.synthetic import balanced_labels, draw_images, make_synthetic
 from fedsim.seeding import Stream, seed_for
 
 Split = Literal["train", "test"]
@@ -42,19 +42,38 @@ _SPLIT_KEY = {"train": 0, "test": 1}
 
 
 @dataclass(frozen=True)
-class Federation:
-    """Which training images each hospital holds, its own test split, and its scanner profile.
+class Generated:
+    """Synthetic training images made where they are used: a hospital's images of each split are
+    drawn from (run seed, hospital, split) for its labels, on the worker that trains it, so the
+    driver never holds (or ships) the training images of 100,000 hospitals."""
 
-    Hospitals hold index arrays into one shared dataset, so the images go into Ray's object store
-    once and every worker reads them without copies. The global test set is the dataset's official
-    test split, without scanner shift (a neutral reference scanner).
+    source: SyntheticSource
+    seed: int
+
+    def images(self, hospital: int, split: Split, labels: np.ndarray) -> np.ndarray:
+        rng = np.random.default_rng(seed_for(self.seed, Stream.DATASET, 2, hospital, _SPLIT_KEY[split]))
+        source = self.source
+        return draw_images(labels, source.classes, source.image_size, source.channels, rng)
+
+
+@dataclass(frozen=True)
+class Federation:
+    """Which training samples each hospital holds, its own test split, and its scanner profile.
+
+    Hospitals hold index arrays into one shared set of training labels. Real datasets keep their
+    images in one shared array, so they go into Ray's object store once and every worker reads them
+    without copies; synthetic images are `generated` per hospital instead (the dataset's train
+    split then holds no images). The global test set is the dataset's official test split, without
+    scanner shift (a neutral reference scanner).
     """
 
     dataset: ImageDataset
+    train_labels: np.ndarray
     train_parts: tuple[np.ndarray, ...]
     test_parts: tuple[np.ndarray, ...]
     scanner_profiles: np.ndarray  # (hospitals, 4); identity rows when there is no feature shift
     seed: int
+    generated: Generated | None = None
 
     @property
     def num_hospitals(self) -> int:
@@ -63,15 +82,16 @@ class Federation:
     def hospital_arrays(self, hospital: int, split: Split) -> tuple[np.ndarray, np.ndarray]:
         """A hospital's images as float32 in [0, 1] (as its scanner sees them) and labels."""
         indices = (self.train_parts if split == "train" else self.test_parts)[hospital]
-        images = self.dataset.train.images[indices].astype(np.float32) / 255.0
+        labels = self.train_labels[indices]
+        stored = self.dataset.train.images[indices] if self.generated is None else self.generated.images(hospital, split, labels)
+        images = stored.astype(np.float32) / 255.0
         profile = self.scanner_profiles[hospital]
         if not _is_identity(profile):
             images = apply_scanner(images, profile, seed_for(self.seed, Stream.SCANNER, hospital, _SPLIT_KEY[split]))
-        return images, self.dataset.train.labels[indices]
+        return images, labels
 
     def statistics(self) -> pa.Table:
-        labels = self.dataset.train.labels
-        return partition_stats(labels, list(self.train_parts), list(self.test_parts), self.dataset.num_classes)
+        return partition_stats(self.train_labels, list(self.train_parts), list(self.test_parts), self.dataset.num_classes)
 
 
 def _is_identity(profile: np.ndarray) -> bool:
@@ -86,19 +106,20 @@ def load_dataset(config: DataConfig, seed: int, given: ImageDataset | None = Non
             raise ConfigError("data.source.kind: custom data is passed in Python, as fedsim.run(config, dataset=...)")
         return given
     if isinstance(source, SyntheticSource):
-        def draw(train_samples: int, stream: int) -> ImageDataset:
+        def draw(stream: int) -> ImageDataset:
             return make_synthetic(
                 num_classes=source.classes,
-                train_samples=train_samples,
+                train_samples=1,  # the training images are generated per hospital (Generated)
                 test_samples=source.test_samples,
                 image_size=source.image_size,
                 channels=source.channels,
                 seed=seed_for(seed, Stream.DATASET, stream),
             )
 
-        main = draw(source.train_samples, 0)
-        validation = draw(1, 1).test  # an independent draw, the size of the test split
-        return replace(main, val=validation)
+        main = draw(0)
+        validation = draw(1).test  # an independent draw, the size of the test split
+        no_images = np.zeros((0, *main.train.images.shape[1:]), dtype=np.uint8)
+        return replace(main, train=ImageSet(no_images, np.zeros(0, dtype=np.int64)), val=validation)
     if isinstance(source, MedMNISTSource):
         return load_medmnist(source.path)
     if isinstance(source, ISIC2018Source):
@@ -126,12 +147,13 @@ def build_federation(config: DataConfig, seed: int, given: ImageDataset | None =
     """Load the source (or take `given`), cut its training split into hospitals and give each a
     local test split."""
     dataset = load_dataset(config, seed, given)
-    available = len(dataset.train)
-    if config.hospitals > available:
+    generated = Generated(config.source, seed) if isinstance(config.source, SyntheticSource) and given is None else None
+    labels = dataset.train.labels if generated is None else _synthetic_labels(config.source, seed)
+    if config.hospitals > len(labels):
         raise ConfigError(
-            f"data.hospitals: expected at most the {available} training samples of {dataset.name}, got {config.hospitals}"
+            f"data.hospitals: expected at most the {len(labels)} training samples of {dataset.name}, got {config.hospitals}"
         )
-    parts = partition_labels(config, dataset.train.labels, seed)
+    parts = partition_labels(config, labels, seed)
     train_parts, test_parts = [], []
     for hospital, indices in enumerate(parts):
         train, test = split_local_test(
@@ -140,4 +162,9 @@ def build_federation(config: DataConfig, seed: int, given: ImageDataset | None =
         train_parts.append(train)
         test_parts.append(test)
     profiles = draw_scanner_profiles(config.hospitals, config.scanner_shift, seed_for(seed, Stream.SCANNER))
-    return Federation(dataset, tuple(train_parts), tuple(test_parts), profiles, seed)
+    return Federation(dataset, labels, tuple(train_parts), tuple(test_parts), profiles, seed, generated)
+
+
+def _synthetic_labels(source: SyntheticSource, seed: int) -> np.ndarray:
+    """The synthetic training split's labels (its images are Generated per hospital)."""
+    return balanced_labels(source.train_samples, source.classes, np.random.default_rng(seed_for(seed, Stream.DATASET, 3)))

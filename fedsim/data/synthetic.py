@@ -70,8 +70,19 @@ def _lesion_kind(label: int) -> tuple[str, bool, float]:
     return _SHAPES[(label - 1) % len(_SHAPES)], variant % 2 == 1, round(1.3 ** (variant // 2), 2)
 
 
+def balanced_labels(n: int, num_classes: int, rng: np.random.Generator) -> np.ndarray:
+    """n labels, as equal per class as n allows, in random order."""
+    return rng.permutation(np.arange(n) % num_classes).astype(np.int64)
+
+
 def _draw(n: int, num_classes: int, size: int, channels: int, rng: np.random.Generator) -> ImageSet:
-    labels = rng.permutation(np.arange(n) % num_classes).astype(np.int64)
+    labels = balanced_labels(n, num_classes, rng)
+    return ImageSet(images=draw_images(labels, num_classes, size, channels, rng), labels=labels)
+
+
+def draw_images(labels: np.ndarray, num_classes: int, size: int, channels: int, rng: np.random.Generator) -> np.ndarray:
+    """uint8 images (n, channels, size, size) of the given classes, all randomness from `rng`."""
+    n = len(labels)
     scale = size / _REF_SIZE
     tissue = _organ(n, size, scale, rng) + _texture(n, size, scale, rng)
     lesion = _lesions(labels, num_classes, size, scale, rng)
@@ -90,8 +101,7 @@ def _draw(n: int, num_classes: int, size: int, channels: int, rng: np.random.Gen
     image *= gain
     image += noise + (0.5 - 0.5 * gain + offset)
     np.clip(image, 0.0, 1.0, out=image)
-    images = np.round(image * 255).astype(np.uint8)
-    return ImageSet(images=images, labels=labels)
+    return np.round(image * 255).astype(np.uint8)
 
 
 def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
