@@ -106,31 +106,21 @@ def _kill_during_round(run: Path, process_title: str, round_index: int, killed: 
     return thread
 
 
-@pytest.mark.parametrize("strategy", ["fedavg", "fedmrl"])
-def test_a_worker_killed_mid_round_is_replaced_and_changes_no_bit(strategy: str, ray_cluster, tmp_path: Path) -> None:
-    overrides = SMALL + ["rounds=3", f"strategy={strategy}", "sampling.clients_per_round=8", "engine.workers=2"]
+@pytest.mark.parametrize(("victim", "settings", "event"), [
+    ("ray::WorkerCore", ["strategy=fedavg", "sampling.clients_per_round=8", "engine.workers=2"], "worker_replaced"),
+    ("ray::WorkerCore", ["strategy=fedmrl", "sampling.clients_per_round=8", "engine.workers=2"], "worker_replaced"),
+    ("ray::ServerCore", ["strategy=fedadam", "engine.workers=1"], "server_replaced"),  # restored from the checkpoint
+], ids=["worker-fedavg", "worker-fedmrl", "server-fedadam"])
+def test_an_actor_killed_mid_round_is_replaced_and_changes_no_bit(victim, settings, event, ray_cluster, tmp_path: Path) -> None:
+    overrides = SMALL + ["rounds=3", *settings]
     Simulation(load_config(None, overrides + ["engine.backend=in_process"]), tmp_path / "clean", quiet=True).run()
     killed: list[int] = []
-    killer = _kill_during_round(tmp_path / "faulted", "ray::WorkerCore", 2, killed)
+    killer = _kill_during_round(tmp_path / "faulted", victim, 2, killed)
     Simulation(load_config(None, overrides), tmp_path / "faulted", quiet=True).run()
     killer.join()
-    assert killed, "no worker was killed"
+    assert killed, f"no {victim} was killed"
     assert_same_run(tmp_path / "clean", tmp_path / "faulted")
-    events = pq.read_table(tmp_path / "faulted" / "events.parquet").to_pydict()
-    assert "worker_replaced" in events["event"]
-
-
-def test_a_killed_server_is_restored_from_the_checkpoint_and_changes_no_bit(ray_cluster, tmp_path: Path) -> None:
-    overrides = SMALL + ["rounds=3", "strategy=fedadam", "engine.workers=1"]
-    Simulation(load_config(None, overrides + ["engine.backend=in_process"]), tmp_path / "clean", quiet=True).run()
-    killed: list[int] = []
-    killer = _kill_during_round(tmp_path / "faulted", "ray::ServerCore", 2, killed)
-    Simulation(load_config(None, overrides), tmp_path / "faulted", quiet=True).run()
-    killer.join()
-    assert killed, "the server was not killed"
-    assert_same_run(tmp_path / "clean", tmp_path / "faulted")
-    events = pq.read_table(tmp_path / "faulted" / "events.parquet").to_pydict()
-    assert "server_replaced" in events["event"]
+    assert event in pq.read_table(tmp_path / "faulted" / "events.parquet").to_pydict()["event"]
 
 
 @pytest.mark.ray
