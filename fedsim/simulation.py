@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -23,6 +23,7 @@ from fedsim.results import CLIENTS, HOSPITAL_EVAL, MODEL, PARTITION, RESOURCES, 
 from fedsim.strategies import build_strategy
 from fedsim.tasks.base import Task
 from fedsim.tasks.factory import build_task
+from fedsim.tracking import Trackers
 
 NAN = float("nan")
 
@@ -34,16 +35,26 @@ class RoundSummary:
     headline: float  # the task's headline global metric (accuracy for classification), NaN if not evaluated
 
 
-class Simulation:
-    """Runs one configured federation and writes its run directory round by round."""
+#: Called after each finished round with its rounds.parquet row (tracking, Ray Tune reports).
+RoundCallback = Callable[[Mapping[str, Any]], None]
 
-    def __init__(self, config: Config, out: str | Path, quiet: bool = False, dataset: Any = None) -> None:
+
+class Simulation:
+    """Runs one configured federation and writes its run directory round by round; `on_round`
+    is called with each finished round's row, after the configured trackers (fedsim.tracking)."""
+
+    def __init__(
+        self, config: Config, out: str | Path, quiet: bool = False, dataset: Any = None,
+        on_round: RoundCallback | None = None,
+    ) -> None:
         self.config = config
         self.quiet = quiet
+        self.on_round = on_round
         self.startup_seconds = float("nan")  # backend start-up (Ray, pool, server), measured by run()
         self.task: Task = build_task(config, dataset)  # data errors surface here, before Ray starts
         self.strategy = build_strategy(config, self.task)
         self.pipeline = build_pipeline(config, self.task)
+        self.trackers = Trackers(config.tracking, config, Path(out))  # a missing package stops here
         self.run_dir = RunDirectory.create(out, config)
         partition = self.task.partition_table()
         if partition is not None:
@@ -63,7 +74,10 @@ class Simulation:
                     cohort = schedule.cohort(round_index)
                     outcome = run_round(backend, task, round_index, cohort, schedule.scored(round_index, cohort))
                     seconds = time.perf_counter() - started
-                    self._write_round(outcome, seconds, backend)
+                    row = self._write_round(outcome, seconds, backend)
+                    self.trackers(row)
+                    if self.on_round is not None:
+                        self.on_round(row)
                     headline = outcome.global_metrics.get(task.headline_metric, NAN)
                     summaries.append(RoundSummary(round_index, seconds, headline))
                     progress.set_postfix({task.headline_metric: f"{headline:.3f}" if outcome.global_metrics else "-"})
@@ -71,6 +85,7 @@ class Simulation:
                 self._save_model(backend)
             finally:
                 progress.close()
+                self.trackers.close()
         return summaries
 
     def _save_model(self, backend: Backend) -> None:
@@ -78,8 +93,9 @@ class Simulation:
         state = {name: torch.from_numpy(np.array(array)) for name, array in backend.global_params().items()}
         self.run_dir.write_atomically(MODEL, lambda path: torch.save(state, path))
 
-    def _write_round(self, outcome: RoundOutcome, seconds: float, backend: Backend) -> None:
-        """Append this round's rows: hospitals first, then the round row that marks it complete."""
+    def _write_round(self, outcome: RoundOutcome, seconds: float, backend: Backend) -> dict[str, Any]:
+        """Append this round's rows: hospitals first, then the round row that marks it complete
+        (returned)."""
         round_index, per_hospital, global_metrics = outcome.round_index, outcome.hospital_scores, outcome.global_metrics
         self.run_dir.append(RESOURCES, round_index, [{"round": round_index, "driver_peak_rss": peak_rss_bytes(), **backend.memory()}])
         self.run_dir.append(CLIENTS, round_index, (_client_row(round_index, report) for report in outcome.reports))
@@ -105,6 +121,7 @@ class Simulation:
         }
         row.update({name: float(value) for name, value in outcome.round_metrics.items()})
         self.run_dir.append(ROUNDS, round_index, [row])
+        return row
 
 
 def _client_row(round_index: int, report: ClientReport) -> dict[str, Any]:

@@ -115,8 +115,7 @@ def load_sweep(path: str | Path) -> SweepSpec:
 
 def expand(spec: SweepSpec) -> list[Trial]:
     """Every grid point as a validated trial (bad combinations fail here, before Ray starts)."""
-    base = load_config(spec.base, spec.set).to_dict()
-    base["data"]["source"] = _absolute_paths(base["data"]["source"])  # Tune runs trials in their own folders
+    base = load_config(spec.base, spec.set).to_dict()  # data paths absolute: Tune runs trials in their own folders
     if spec.samples_per_hospital is not None and base["data"]["source"]["kind"] != "synthetic":
         raise ConfigError("samples_per_hospital: only for data.source.kind synthetic")
     grid = spec.grid
@@ -283,11 +282,6 @@ def _nested(dotted: str, value: Any) -> dict[str, Any]:
     for part in reversed(dotted.split(".")):
         value = {part: value}
     return value
-
-
-def _absolute_paths(source: dict[str, Any]) -> dict[str, Any]:
-    """A file-based source with its path made absolute against the current directory."""
-    return {key: os.path.abspath(value) if key in ("path", "root") else value for key, value in source.items()}
 
 
 def _strategy_name(strategy: str | dict[str, Any] | None) -> str | None:
