@@ -23,14 +23,20 @@ TENSORBOARD_DIR = "tensorboard"
 _SECTIONS = ("global", "hospital", "strategy", "pipeline")
 
 
+def numeric_metrics(row: RoundRow) -> dict[str, float]:
+    """The row's numbers by column name, without the round (NaN, not evaluated this round, kept)."""
+    return {name: float(value) for name, value in row.items()
+            if name != "round" and isinstance(value, (int, float)) and not isinstance(value, bool)}
+
+
 def scalars(row: RoundRow) -> dict[str, float]:
     """The row's numbers as tracking tags (NaN, i.e. not evaluated this round, left out)."""
     tags = {}
-    for name, value in row.items():
-        if name == "round" or isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+    for name, value in numeric_metrics(row).items():
+        if math.isnan(value):
             continue
         section, _, rest = name.partition("_")
-        tags[f"{section}/{rest}" if section in _SECTIONS and rest else name] = float(value)
+        tags[f"{section}/{rest}" if section in _SECTIONS and rest else name] = value
     return tags
 
 
