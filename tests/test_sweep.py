@@ -98,11 +98,19 @@ def test_plot_command_writes_readable_pngs(sweep_dir: Path, tmp_path: Path, caps
     ]
     for path in written:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 20_000
+    from fedsim.plots.sweep import figures
+
+    drawn = dict(figures(sweep_dir))
+    worst = drawn["worst_decile_vs_heterogeneity"]
+    assert worst._suptitle.get_text().endswith("(mean ± std over 1 seed: no spread)")
+    assert [ax.get_xlabel() for ax in worst.axes] == ["alpha", "eta"]
+    assert [ax.get_title() for ax in drawn["accuracy_vs_round"].axes if ax.get_visible()] == [
+        "alpha=0.5, 5 hospitals", "eta=0.8, 5 hospitals"]
 
 
 def test_plot_command_rejects_a_folder_without_results(tmp_path: Path, capsys) -> None:
     assert fedsim_main(["plot", str(tmp_path)]) == 2
-    assert capsys.readouterr().err.strip() == f"fedsim: error: {tmp_path}: not a sweep directory (expected results/ inside)"
+    assert "not a run directory (config.yaml), a comparison (comparison.parquet) or a sweep directory" in capsys.readouterr().err
     (tmp_path / RESULTS).mkdir()
     assert fedsim_main(["plot", str(tmp_path)]) == 2
     assert "no finished trial yet" in capsys.readouterr().err
@@ -193,6 +201,17 @@ def test_sweep_command_reports_errors_in_one_line(tmp_path: Path, capsys) -> Non
     module_spec.loader.exec_module(cli)
     assert cli.main([str(tmp_path / "missing.yaml"), "--out", str(tmp_path / "out")]) == 2
     assert capsys.readouterr().err.strip() == f"sweep: error: {tmp_path / 'missing.yaml'}: sweep file not found"
+
+
+def test_the_readme_sweep_example_is_a_valid_sweep(tmp_path: Path, monkeypatch) -> None:
+    readme = (REPO / "README.md").read_text()
+    block = readme[readme.index("```yaml\nbase: experiments"):].split("```")[1].removeprefix("yaml\n")
+    monkeypatch.chdir(REPO)
+    trials = expand(load_sweep(_spec(tmp_path, yaml.safe_load(block))))
+    assert len(trials) == 2 * 3 * 3 * 3 * 2 * 2  # hospitals x (alpha + eta) x strategies x seeds x lr x clients
+    fedprox = next(t for t in trials if t.keys["strategy"] == "fedprox-mu-0.1" and t.keys["train.lr"] == 0.05)
+    assert fedprox.config.strategy.mu == 0.1 and fedprox.config.train.lr == 0.05
+    assert fedprox.name.startswith("hospitals=10,alpha=0.1,strategy=fedprox-mu-0.1,seed=0,train.lr=0.05,")
 
 
 def test_unswept_axes_keep_the_base_values() -> None:
