@@ -9,7 +9,7 @@
 
 A variants file maps labels to settings applied on top of the config (e.g. `fifo: {scheduling:
 {policy: fifo}}`). The table's columns come from the task (its TaskSpec's compare_columns, fedsim.tasks.specs).
-Every run's directory lands under --out/<label>/seed-<k>/ (finished ones are reused when the
+Every run's directory lands under --out/<label as a folder name, e.g. fedprox-mu-0.01>/seed-<k>/ (finished ones are reused when the
 command is repeated) and the rows behind the table are combined into --out/comparison.parquet.
 """
 

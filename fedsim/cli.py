@@ -1,4 +1,5 @@
-"""The `fedsim` command: run a configured simulation, report on a run directory, plot a sweep."""
+"""The `fedsim` command: run a configured simulation, report on a run directory, plot a run, a
+comparison or a sweep."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from fedsim.errors import ConfigError, FedsimError
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fedsim", description="Federated learning across simulated hospitals, on Ray.")
+    parser.add_argument("--version", action="version", version=f"fedsim {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run a simulation and write a run directory")
     run.add_argument("config", nargs="?", help="YAML config (omit for the embedded quickstart defaults)")
@@ -18,13 +20,22 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override a setting, e.g. --set data.hospitals=50 (repeatable)")
     run.add_argument("--out", help="run directory to create (default runs/<config>-<time>)")
-    run.add_argument("--quiet", action="store_true", help="no progress bar and no table")
+    run.add_argument("--quiet", action="store_true", help="print only the run directory (no progress bar, no table)")
     report = commands.add_parser("report", help="print the results table of a run directory")
     report.add_argument("run_dir")
-    plot = commands.add_parser("plot", help="save a sweep's plots as PNG (see experiments/sweep.py)")
-    plot.add_argument("sweep_dir")
-    plot.add_argument("--out", help="folder for the PNG files (default SWEEP_DIR/plots)")
+    report.add_argument("--all", dest="show_all", action="store_true", help="every round, however many")
+    plot = commands.add_parser(
+        "plot", help="save the plots of a run directory, a compare.py output or a sweep as PNG"
+    )
+    plot.add_argument("folder", help="RUN_DIR, COMPARE_DIR (experiments/compare.py --out) or SWEEP_DIR")
+    plot.add_argument("--out", help="folder for the PNG files (default FOLDER/plots)")
     return parser
+
+
+def _version() -> str:
+    from fedsim import __version__
+
+    return __version__
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -57,14 +68,14 @@ def _report(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise ConfigError(f"{run_dir}: not a run directory (expected config.yaml inside)")
-    print(render_report(run_dir))
+    print(render_report(run_dir, show_all=args.show_all))
     return 0
 
 
 def _plot(args: argparse.Namespace) -> int:
-    from fedsim.plot import save_plots
+    from fedsim.plots import save_plots
 
-    for path in save_plots(args.sweep_dir, args.out):
+    for path in save_plots(args.folder, args.out):
         print(path)
     return 0
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -22,13 +23,13 @@ import yaml
 
 from fedsim.config import Config, ConfigError, load_config
 from fedsim.engine.cluster import ray_session
-from fedsim.results import ROUNDS, RunDirectory
+from fedsim.results import ROUNDS, RunDirectory, safe_name, strategy_label
 from fedsim.simulation import Simulation
 from fedsim.tasks.registry import task_spec
 
 @dataclass(frozen=True)
 class Variant:
-    label: str  # names the run directories and the table row
+    label: str  # the table row; its safe_name names the run directories
     overrides: tuple[str, ...]  # --set style assignments applied after the command line's
 
 
@@ -40,12 +41,6 @@ def parse_strategy(text: str) -> dict[str, Any]:
     if isinstance(value, dict) and "name" in value:
         return value
     raise ConfigError(f"--strategies {text}: expected a strategy name or a mapping with a name")
-
-
-def strategy_label(spec: dict[str, Any]) -> str:
-    """fedprox, or fedprox(mu=0.1) when parameters are given."""
-    params = ",".join(f"{k}={v}" for k, v in spec.items() if k != "name")
-    return f"{spec['name']}({params})" if params else str(spec["name"])
 
 
 def strategy_variant(text: str) -> Variant:
@@ -85,6 +80,11 @@ def plan_variants(
         for seed in seeds:
             config = load_config(config_path, [*overrides, *variant.overrides, f"seed={seed}"])
             runs.append((variant.label, seed, config))
+    folders: dict[str, str] = {}
+    for variant in variants:
+        other = folders.setdefault(safe_name(variant.label), variant.label)
+        if other != variant.label:
+            raise ConfigError(f"variants {other!r} and {variant.label!r} would share the folder {safe_name(variant.label)}; rename one")
     tasks = {config.task for _, _, config in runs}
     if len(tasks) > 1:
         raise ConfigError(f"task: every variant must run the same task, got {sorted(tasks)}")
@@ -97,9 +97,10 @@ def run_all(runs: list[tuple[str, int, Config]], out: Path, quiet: bool = True) 
     variant's label) and `seed` columns; also written to out/comparison.parquet."""
     tables = []
     largest = max(runs, key=lambda run: run[2].num_workers())[2]
-    with ray_session(largest.engine, largest.num_workers()):
+    on_ray = any(config.engine.backend == "ray" for _, _, config in runs)
+    with ray_session(largest.engine, largest.num_workers()) if on_ray else nullcontext():
         for label, seed, config in runs:
-            run_dir = out / label / f"seed-{seed}"
+            run_dir = out / safe_name(label) / f"seed-{seed}"
             done = _rounds_done(run_dir, config)
             if done < config.rounds:
                 if not quiet:

@@ -194,6 +194,17 @@ class EvalConfig(_Strict):
     batch_size: int = Field(512, ge=1)
 
 
+class TrackingConfig(_Strict):
+    """Optional experiment tracking, beside the run directory's Parquet tables: TensorBoard
+    event files in RUN_DIR/tensorboard (one scalar per rounds.parquet metric per round; needs
+    tensorboardX) and an MLflow run (the config as params, the same metrics per round; needs
+    mlflow, logging to its usual tracking URI, e.g. MLFLOW_TRACKING_URI or ./mlruns)."""
+
+    tensorboard: bool = False
+    mlflow: bool = False
+    mlflow_experiment: str = "fedsim"
+
+
 class Config(_Strict):
     """A run. `task` picks the workload: "classification" (images; the `data` and `model`
     sections) or "scheduling" (patient scheduling; its own `scheduling` section, which only that
@@ -218,6 +229,7 @@ class Config(_Strict):
     sampling: SamplingConfig = SamplingConfig()
     engine: EngineConfig = EngineConfig()
     eval: EvalConfig = EvalConfig()
+    tracking: TrackingConfig = TrackingConfig()
 
     @field_validator("strategy", mode="before")
     @classmethod
@@ -363,10 +375,28 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
             raise ConfigError(f"{path}:{where} is not valid YAML") from None
         if not isinstance(from_file, dict):
             raise ConfigError(f"{path}: expected a mapping of settings at the top level")
-        raw = merge_settings(raw, from_file)
+        raw = merge_settings(raw, resolve_data_paths(from_file, path.parent))
     for assignment in overrides:
-        raw = merge_settings(raw, override_settings(assignment))
+        raw = merge_settings(raw, resolve_data_paths(override_settings(assignment), Path.cwd()))
     return parse_config(raw)
+
+
+#: The data source's file and folder settings (data.source.path, data.source.root).
+_SOURCE_PATHS = ("path", "root")
+
+
+def resolve_data_paths(settings: dict[str, Any], base: Path) -> dict[str, Any]:
+    """`settings` with a relative data.source path or root made absolute against `base`: the
+    config file's folder for a file's settings, the working directory for --set. The run's
+    config.yaml then records the absolute path it read, wherever it is run from."""
+    source = settings.get("data", {}).get("source") if isinstance(settings.get("data"), dict) else None
+    if not isinstance(source, dict):
+        return settings
+    resolved = {
+        key: str((base / value).resolve()) if key in _SOURCE_PATHS and isinstance(value, str) else value
+        for key, value in source.items()
+    }
+    return {**settings, "data": {**settings["data"], "source": resolved}}
 
 
 def dump_config(config: Config) -> str:

@@ -9,6 +9,7 @@ see, every finished round stays readable, and `pyarrow.parquet.read_table(run / 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -29,6 +30,18 @@ EVENTS = "events"  # recoveries (worker replaced, server restored, resumed): one
 PER_ROUND = (ROUNDS, CLIENTS, HOSPITAL_EVAL, RESOURCES)  # tables with one part per round
 #: What a run directory holds before its first round finished: such a directory may be reused.
 _BEFORE_ROUND_ONE = {"config.yaml", f"{PARTITION}.parquet"}
+
+
+def safe_name(label: str) -> str:
+    """A label as a shell-friendly folder name: fedprox(mu=0.01) -> fedprox-mu-0.01 (letters,
+    digits, '.', '_' and '-' only; no quoting needed, no hive '=' inside a value)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", label).strip("-") or "unnamed"
+
+
+def strategy_label(spec: Mapping[str, Any]) -> str:
+    """fedprox, or fedprox(mu=0.1) when parameters are given (a table's readable label)."""
+    params = ",".join(f"{k}={v}" for k, v in spec.items() if k != "name")
+    return f"{spec['name']}({params})" if params else str(spec["name"])
 
 
 def fresh_run_dir(name: str, root: str | Path = "runs") -> Path:

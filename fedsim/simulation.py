@@ -7,7 +7,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -26,6 +26,7 @@ from fedsim.results import CLIENTS, HOSPITAL_EVAL, MODEL, PARTITION, RESOURCES, 
 from fedsim.strategies import build_strategy
 from fedsim.tasks.base import Task
 from fedsim.tasks.factory import build_task
+from fedsim.tracking import Trackers
 
 NAN = float("nan")
 
@@ -37,17 +38,27 @@ class RoundSummary:
     headline: float  # the task's headline global metric (accuracy for classification), NaN if not evaluated
 
 
+#: Called after each finished round with its rounds.parquet row (tracking, Ray Tune reports).
+RoundCallback = Callable[[Mapping[str, Any]], None]
+
+
 class Simulation:
     """Runs one configured federation and writes its run directory round by round, with a
-    checkpoint after every `engine.checkpoint_every` rounds (see fedsim.checkpoint)."""
+    checkpoint after every `engine.checkpoint_every` rounds (see fedsim.checkpoint); `on_round`
+    is called with each finished round's row, after the configured trackers (fedsim.tracking)."""
 
-    def __init__(self, config: Config, out: str | Path, quiet: bool = False, dataset: Any = None, resume: bool = False) -> None:
+    def __init__(
+        self, config: Config, out: str | Path, quiet: bool = False, dataset: Any = None,
+        on_round: RoundCallback | None = None, resume: bool = False,
+    ) -> None:
         self.config = config
         self.quiet = quiet
+        self.on_round = on_round
         self.startup_seconds = float("nan")  # backend start-up (Ray, pool, server), measured by run()
         self.task: Task = build_task(config, dataset)  # data errors surface here, before Ray starts
         self.strategy = build_strategy(config, self.task)
         self.pipeline = build_pipeline(config, self.task)
+        self.trackers = Trackers(config.tracking, config, Path(out))  # a missing package stops here
         if resume:
             self.run_dir = RunDirectory(out)
             return
@@ -57,13 +68,14 @@ class Simulation:
             self.run_dir.write_table(PARTITION, partition)
 
     @classmethod
-    def resume(cls, out: str | Path, quiet: bool = False, dataset: Any = None) -> "Simulation":
+    def resume(cls, out: str | Path, quiet: bool = False, dataset: Any = None,
+               on_round: RoundCallback | None = None) -> "Simulation":
         """The interrupted run in `out`, to continue from its last checkpoint (from the start
         if it has none) with `run()`."""
         run_dir = RunDirectory(out)
         if not (run_dir.path / "config.yaml").is_file():
             raise ConfigError(f"{run_dir.path}: not a run directory (expected config.yaml inside)")
-        return cls(run_dir.config(), out, quiet=quiet, dataset=dataset, resume=True)
+        return cls(run_dir.config(), out, quiet=quiet, dataset=dataset, on_round=on_round, resume=True)
 
     def run(self) -> list[RoundSummary]:
         config, task = self.config, self.task
@@ -88,8 +100,11 @@ class Simulation:
                         progress.n = round_index - 1
                         continue
                     seconds = time.perf_counter() - started
-                    self._write_round(outcome, seconds)
+                    row = self._write_round(outcome, seconds)
                     self._checkpoint_and_account(backend, round_index)
+                    self.trackers(row)
+                    if self.on_round is not None:
+                        self.on_round(row)
                     headline = outcome.global_metrics.get(task.headline_metric, NAN)
                     summaries.append(RoundSummary(round_index, seconds, headline))
                     progress.set_postfix({task.headline_metric: f"{headline:.3f}" if outcome.global_metrics else "-"})
@@ -99,6 +114,7 @@ class Simulation:
             finally:
                 progress.close()
                 self._record_events(backend)
+                self.trackers.close()
         return summaries
 
     def _continue(self, backend: Backend, checkpoint: Checkpoint | None) -> int:
@@ -150,8 +166,9 @@ class Simulation:
         state = {name: torch.from_numpy(np.array(array)) for name, array in backend.global_params().items()}
         self.run_dir.write_atomically(MODEL, lambda path: torch.save(state, path))
 
-    def _write_round(self, outcome: RoundOutcome, seconds: float) -> None:
-        """Append this round's rows: hospitals first, then the round row that marks it complete."""
+    def _write_round(self, outcome: RoundOutcome, seconds: float) -> dict[str, Any]:
+        """Append this round's rows: hospitals first, then the round row that marks it complete
+        (returned)."""
         round_index, per_hospital, global_metrics = outcome.round_index, outcome.hospital_scores, outcome.global_metrics
         self.run_dir.append(CLIENTS, round_index, (_client_row(round_index, report) for report in outcome.reports))
         self.run_dir.append(
@@ -176,6 +193,7 @@ class Simulation:
         }
         row.update({name: float(value) for name, value in outcome.round_metrics.items()})
         self.run_dir.append(ROUNDS, round_index, [row])
+        return row
 
 
 def _client_row(round_index: int, report: ClientReport) -> dict[str, Any]:

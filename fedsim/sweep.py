@@ -1,14 +1,20 @@
-"""Sweeps: a grid of fedsim runs (hospitals x heterogeneity x strategy x seed) on Ray Tune.
+"""Sweeps: a grid of fedsim runs on Ray Tune, over the task-aware axes (hospitals x heterogeneity
+x strategy x seed) and any other config key (`train.lr`, `strategy.mu`, ...).
 
 Each trial reserves a placement group sized for its own run: one bundle for its driver and one
 per worker (`engine.num_cpus`, `engine.num_gpus`). Tune starts a trial only once its whole group is
 placed, and runs the trial's driver inside it with child capture on, so the worker actors land in
 the trial's own bundles: a sweep fills a cluster and never deadlocks on half-started trials.
 
+Each trial reports every finished round to Tune (its rounds.parquet row), and its Tune config
+holds the swept values under their config keys, so Tune's own logs, its TensorBoard view and
+schedulers such as ASHA see fedsim's metrics and hyperparameters; trial names show the values.
+
 A sweep directory holds
     results/hospitals=100/alpha=0.5/strategy=fedavg/seed=0/part-0.parquet   one dataset, hive-partitioned
     runs/hospitals=100/alpha=0.5/strategy=fedavg/seed=0/                     each trial's run directory
     tune/                                                                    Tune's own logs
+(a key such as train.lr adds a level `train.lr=0.01/` after the axes, in grid order).
 A trial's results part is written (atomically) only after its run finished, so running the same
 sweep again skips finished trials and reruns only the missing or interrupted ones.
 """
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -32,7 +39,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fedsim.checkpoint import load_checkpoint
 from fedsim.config import Config, ConfigError, one_line_error, load_config, merge_settings, parse_config
-from fedsim.results import RESOURCES, ROUNDS, RunDirectory
+from fedsim.results import RESOURCES, ROUNDS, RunDirectory, safe_name, strategy_label
+from fedsim.tracking import numeric_metrics
 from fedsim.tasks.registry import task_spec
 
 if TYPE_CHECKING:
@@ -42,7 +50,9 @@ if TYPE_CHECKING:
 AXES = ("hospitals", "alpha", "eta", "strategy", "seed")
 NULL = "__HIVE_DEFAULT_PARTITION__"  # pyarrow's hive spelling of "not set" (alpha of a shard trial)
 RESULTS, RUNS, TUNE = "results", "runs", "tune"
+POINT, TRIAL = "point", "trial"  # a Tune config: {point: {trial: <hive label>, <swept key>: value, ...}}
 PART = "part-0.parquet"
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 
 class _Spec(BaseModel):
@@ -51,13 +61,22 @@ class _Spec(BaseModel):
 
 class Grid(_Spec):
     """Values of each swept parameter; an axis left out keeps the base config's value.
-    `alpha` gives Dirichlet label-skew trials and `eta` FedMRL shard trials (both may be given)."""
+    `alpha` gives Dirichlet label-skew trials and `eta` FedMRL shard trials (both may be given).
+    Any other key is a dotted config key (`train.lr`, `strategy.mu`, `sampling.clients_per_round`)
+    with a list of values, applied after the axes in the order given."""
+
+    model_config = ConfigDict(extra="allow", strict=True, frozen=True)
 
     hospitals: list[Annotated[int, Field(ge=1)]] | None = None
     alpha: list[float] | None = None
     eta: list[float] | None = None
     strategy: list[str | dict[str, Any]] | None = None
     seed: list[int] | None = None
+
+    def keys(self) -> dict[str, list[Any]]:
+        """Every swept key with its values: the axes (in AXES order), then the config keys."""
+        axes = {axis: getattr(self, axis) for axis in AXES if getattr(self, axis)}
+        return {**axes, **(self.model_extra or {})}
 
 
 class SweepSpec(_Spec):
@@ -73,7 +92,8 @@ class SweepSpec(_Spec):
 
 @dataclass(frozen=True)
 class Trial:
-    """One grid point: its partition keys (in AXES order, None where not set) and its config."""
+    """One grid point: its partition keys (the swept axes in AXES order, None where not set,
+    then the swept config keys; values as folder text) and its config."""
 
     keys: dict[str, Any]
     config: Config
@@ -81,6 +101,15 @@ class Trial:
     @property
     def label(self) -> str:
         return hive_path(self.keys)
+
+    @property
+    def name(self) -> str:
+        """The Tune trial name: the values that vary in this sweep, e.g. train.lr=0.01,seed=0."""
+        return ",".join(f"{key}={_key_text(value)}" for key, value in self.keys.items() if value is not None)
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """The trial's Tune config: its swept values (numbers as numbers) under their keys."""
+        return {key: value for key, value in self.keys.items() if value is not None}
 
 
 @dataclass
@@ -110,42 +139,54 @@ def load_sweep(path: str | Path) -> SweepSpec:
         spec = SweepSpec.model_validate(raw)
     except ValidationError as error:
         raise ConfigError(f"{path}: {one_line_error(error)}") from None
-    if not any(values for values in spec.grid.model_dump().values()):
-        raise ConfigError(f"{path}: grid: name at least one axis ({', '.join(AXES)}) with values")
+    for key, values in (spec.grid.model_extra or {}).items():
+        if not _KEY.fullmatch(key):
+            raise ConfigError(f"{path}: grid.{key}: expected a dotted config key such as train.lr")
+        if "." not in key and key not in Config.model_fields:
+            raise ConfigError(f"{path}: grid.{key}: unknown key; expected an axis ({', '.join(AXES)}) or a config key such as train.lr")
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"{path}: grid.{key}: expected a non-empty list of values, got {values!r}")
+    if not spec.grid.keys():
+        raise ConfigError(f"{path}: grid: name at least one axis ({', '.join(AXES)}) or config key with values")
     return spec
 
 
 def expand(spec: SweepSpec) -> list[Trial]:
     """Every grid point as a validated trial (bad combinations fail here, before Ray starts)."""
-    base = load_config(spec.base, spec.set).to_dict()
-    base["data"]["source"] = _absolute_paths(base["data"]["source"])  # Tune runs trials in their own folders
+    base = load_config(spec.base, spec.set).to_dict()  # data paths absolute: Tune runs trials in their own folders
     if spec.samples_per_hospital is not None and base["data"]["source"]["kind"] != "synthetic":
         raise ConfigError("samples_per_hospital: only for data.source.kind synthetic")
     grid = spec.grid
     heterogeneity: list[tuple[str | None, float | None]] = [("alpha", a) for a in grid.alpha or []]
     heterogeneity += [("eta", e) for e in grid.eta or []]
     axes = [axis for axis in AXES if getattr(grid, axis)]
+    extra = dict(grid.model_extra or {})
     trials = []
-    for hospitals, (scheme, level), strategy, seed in itertools.product(
-        grid.hospitals or [None], heterogeneity or [(None, None)], grid.strategy or [None], grid.seed or [None]
+    for hospitals, (scheme, level), strategy, seed, *values in itertools.product(
+        grid.hospitals or [None], heterogeneity or [(None, None)], grid.strategy or [None], grid.seed or [None],
+        *extra.values(),
     ):
         point = {"hospitals": hospitals, "alpha": level if scheme == "alpha" else None,
                  "eta": level if scheme == "eta" else None, "strategy": strategy, "seed": seed}
-        keys = {axis: _strategy_name(point[axis]) if axis == "strategy" else point[axis] for axis in axes}
+        settings = dict(zip(extra, values))
+        keys = {axis: _folder_value(point[axis]) for axis in axes} | {key: _folder_value(v) for key, v in settings.items()}
         try:
-            config = parse_config(_trial_settings(base, point, spec.samples_per_hospital))
+            config = parse_config(_trial_settings(base, point, settings, spec.samples_per_hospital))
         except ConfigError as error:
             raise ConfigError(f"sweep trial {hive_path(keys)}: {error}") from None
         trials.append(Trial(keys, config))
     labels = [trial.label for trial in trials]
     duplicates = sorted({label for label in labels if labels.count(label) > 1})
     if duplicates:
-        raise ConfigError(f"grid.strategy: two entries share the name in {duplicates[0]}; sweep one per name")
+        raise ConfigError(f"grid: two grid points share the folder {duplicates[0]}; give each value once")
     return trials
 
 
-def run_sweep(spec: SweepSpec, out: str | Path, *, verbose: int = 1) -> SweepOutcome:
-    """Run the trials of `spec` that `out` does not hold yet; returns what ran, was skipped, failed."""
+def run_sweep(spec: SweepSpec, out: str | Path, *, verbose: int = 1, scheduler: Any = None) -> SweepOutcome:
+    """Run the trials of `spec` that `out` does not hold yet; returns what ran, was skipped, failed.
+    `scheduler`: a Tune trial scheduler (e.g. ASHAScheduler(metric="global_accuracy", mode="max")),
+    fed each trial's rounds as they finish; a trial it stops early keeps its run directory but
+    publishes no results part, so a later invocation runs it again."""
     from ray import tune
 
     from fedsim.engine.cluster import ray_session
@@ -163,22 +204,27 @@ def run_sweep(spec: SweepSpec, out: str | Path, *, verbose: int = 1) -> SweepOut
     if not pending:
         return outcome
     by_label = {trial.label: trial.config.to_dict() for trial in pending}
+    names = {trial.label: trial.name for trial in pending}
     largest = max(pending, key=lambda trial: trial.config.num_workers())
     with ray_session(largest.config.engine, largest.config.num_workers(), spec.driver_cpus):
         tuner = tune.Tuner(
             tune.with_resources(
                 tune.with_parameters(_run_trial, configs=by_label, out=str(out)),
-                resources=lambda params: trial_resources(parse_config(by_label[params["trial"]]), spec.driver_cpus),
+                resources=lambda params: trial_resources(parse_config(by_label[params[POINT][TRIAL]]), spec.driver_cpus),
             ),
-            param_space={"trial": tune.grid_search(list(by_label))},
-            tune_config=tune.TuneConfig(trial_dirname_creator=lambda trial: f"trial-{trial.trial_id}"),
+            param_space={POINT: tune.grid_search([{TRIAL: trial.label, **trial.hyperparameters()} for trial in pending])},
+            tune_config=tune.TuneConfig(
+                trial_name_creator=lambda trial: names[trial.config[POINT][TRIAL]],
+                trial_dirname_creator=lambda trial: _trial_dirname(names[trial.config[POINT][TRIAL]], trial.trial_id),
+                scheduler=scheduler,
+            ),
             run_config=tune.RunConfig(
                 name=time.strftime("sweep-%Y%m%d-%H%M%S"), storage_path=str(out / TUNE), verbose=verbose,
                 failure_config=tune.FailureConfig(max_failures=spec.trial_retries),
             ),
         )
         for result in tuner.fit():
-            label = result.config["trial"]
+            label = result.config[POINT][TRIAL]
             if result.error is None:
                 outcome.ran.append(label)
             else:
@@ -198,13 +244,23 @@ def trial_resources(config: Config, driver_cpus: float) -> PlacementGroupFactory
 
 def read_results(sweep_dir: str | Path) -> pa.Table:
     """The whole sweep as one table: one row per trial and round, partition keys as columns
-    (alpha and eta as floats; pyarrow's hive discovery alone reads decimals as strings)."""
-    table = ds.dataset(Path(sweep_dir) / RESULTS, partitioning="hive").to_table()
-    for axis in ("alpha", "eta"):
-        if axis in table.column_names:
-            index = table.column_names.index(axis)
-            table = table.set_column(index, axis, pc.cast(table[axis], pa.float64()))
+    (decimals such as alpha, eta or train.lr as floats: pyarrow's hive discovery alone reads
+    them as strings)."""
+    dataset = ds.dataset(Path(sweep_dir) / RESULTS, partitioning="hive")
+    table = dataset.to_table()
+    for key in dataset.partitioning.schema.names:
+        column = table[key]
+        if pa.types.is_string(column.type) and all(_is_number(v) for v in column.drop_null().unique().to_pylist()):
+            table = table.set_column(table.column_names.index(key), key, pc.cast(column, pa.float64()))
     return table
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def trial_table(run_dir: str | Path) -> pa.Table:
@@ -220,15 +276,18 @@ def trial_table(run_dir: str | Path) -> pa.Table:
 
 
 def _run_trial(params: dict[str, Any], configs: dict[str, dict[str, Any]], out: str) -> None:
-    """One Tune trial: run the simulation into runs/<label>, then publish its results part."""
+    """One Tune trial: run the simulation into runs/<label>, reporting each round to Tune, then
+    publish its results part."""
     from ray import tune
 
     from fedsim.simulation import Simulation
 
-    label = params["trial"]
+    label = params[POINT][TRIAL]
     run_dir = Path(out) / RUNS / label
+    report = lambda row: tune.report({**numeric_metrics(row), "round": int(row["round"])})  # noqa: E731
     resumable = load_checkpoint(run_dir) is not None  # interrupted: _clear_leftovers kept it
-    simulation = Simulation.resume(run_dir, quiet=True) if resumable else Simulation(parse_config(configs[label]), run_dir, quiet=True)
+    simulation = (Simulation.resume(run_dir, quiet=True, on_round=report) if resumable
+                  else Simulation(parse_config(configs[label]), run_dir, quiet=True, on_round=report))
     simulation.run()
     rows = trial_table(run_dir)
     part = Path(out) / RESULTS / label / PART
@@ -236,12 +295,11 @@ def _run_trial(params: dict[str, Any], configs: dict[str, dict[str, Any]], out: 
     temporary = part.with_name(f".{PART}.tmp")
     pq.write_table(rows, temporary)
     os.replace(temporary, part)
-    headline = f"global_{simulation.task.headline_metric}"
-    tune.report({
-        "rounds": rows.num_rows,
-        "headline": rows[headline][-1].as_py(),
-        "seconds_per_round": pc.mean(rows["seconds"]).as_py(),
-    })
+
+
+def _trial_dirname(name: str, trial_id: str) -> str:
+    """Tune's folder for a trial: its name, shell-friendly and short, then Tune's id."""
+    return f"{safe_name(name.replace(',', '_').replace('=', '-'))[:80]}-{trial_id}"
 
 
 def _finished(out: Path, trial: Trial) -> bool:
@@ -267,9 +325,11 @@ def _clear_leftovers(out: Path, trial: Trial) -> None:
             shutil.rmtree(leftover)
 
 
-def _trial_settings(base: dict[str, Any], point: dict[str, Any], samples_per_hospital: int | None) -> dict[str, Any]:
-    """The base settings with one grid point applied (the task's spec says which keys the
-    hospitals and heterogeneity axes set)."""
+def _trial_settings(
+    base: dict[str, Any], point: dict[str, Any], keys: dict[str, Any], samples_per_hospital: int | None
+) -> dict[str, Any]:
+    """The base settings with one grid point applied: the axes (the task's spec says which keys
+    the hospitals and heterogeneity axes set), then the swept config keys."""
     spec = task_spec(base["task"])
     settings = base
     if point["hospitals"] is not None:
@@ -286,6 +346,8 @@ def _trial_settings(base: dict[str, Any], point: dict[str, Any], samples_per_hos
         settings = merge_settings(settings, {"strategy": point["strategy"]})
     if point["seed"] is not None:
         settings = merge_settings(settings, {"seed": point["seed"]})
+    for key, value in keys.items():
+        settings = merge_settings(settings, _nested(key, value))
     return settings
 
 
@@ -295,13 +357,14 @@ def _nested(dotted: str, value: Any) -> dict[str, Any]:
     return value
 
 
-def _absolute_paths(source: dict[str, Any]) -> dict[str, Any]:
-    """A file-based source with its path made absolute against the current directory."""
-    return {key: os.path.abspath(value) if key in ("path", "root") else value for key, value in source.items()}
-
-
-def _strategy_name(strategy: str | dict[str, Any] | None) -> str | None:
-    return strategy.get("name") if isinstance(strategy, dict) else strategy
+def _folder_value(value: Any) -> Any:
+    """A swept value as its partition key: numbers and None as they are, a mapping (a strategy
+    with settings) and text as a shell-friendly name (fedprox-mu-0.01)."""
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if isinstance(value, dict):
+        return safe_name(strategy_label(value) if "name" in value else ",".join(f"{k}={v}" for k, v in value.items()))
+    return safe_name(str(value))
 
 
 def _key_text(value: Any) -> str:

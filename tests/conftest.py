@@ -21,6 +21,7 @@ RAY_FIXTURES = frozenset({"ray_cluster", "local_cluster"})
 #: (file in tests/, test function).
 RAY_SUBPROCESS_TESTS = frozenset({
     ("test_simulation.py", "test_interrupted_run_keeps_every_finished_round"),
+    ("test_workflow.py", "test_quiet_run_prints_exactly_the_run_directory"),
 })
 
 

@@ -27,6 +27,18 @@ def test_strategy_specs_and_labels() -> None:
         plan_runs(None, TINY, ["{name: fedprox, mu: -1}"], [0])
 
 
+def test_run_folders_have_shell_friendly_names_and_never_share_one(tmp_path: Path) -> None:
+    from fedsim.results import safe_name
+
+    assert safe_name("fedprox(mu=0.01)") == "fedprox-mu-0.01"
+    assert safe_name("fedmrl(qmix=False,fairness_lambda=0)") == "fedmrl-qmix-False-fairness_lambda-0"
+    assert safe_name("no fairness") == "no-fairness"
+    variants = tmp_path / "variants.yaml"
+    variants.write_text("'a b': {seed: 1}\na-b: {seed: 2}\n")
+    with pytest.raises(ConfigError, match="variants 'a b' and 'a-b' would share the folder a-b"):
+        plan_variants(None, TINY, load_variants(variants), [0])
+
+
 def test_fedmrl_ablations_file_names_its_runs_as_strategies_would() -> None:
     """Runs made with --strategies and with the variants file share labels and configs, so either
     command reuses the other's finished runs."""
@@ -50,5 +62,6 @@ def test_compare_runs_strategies_by_seeds_and_tabulates(ray_cluster, tmp_path: P
     mean = (accuracy[("fedavg", 0)] + accuracy[("fedavg", 1)]) / 2
     assert f"{mean:.3f} ±" in fedavg_row and "| 2 |" in fedavg_row
     assert any(line.startswith("| fedprox(mu=0.1) |") for line in lines)
+    assert sorted(path.name for path in tmp_path.iterdir() if path.is_dir()) == ["fedavg", "fedprox-mu-0.1"]
     again = run_all(runs, tmp_path)  # finished runs are reused, not rerun
     assert again.to_pylist() == combined.to_pylist()

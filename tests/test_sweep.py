@@ -100,11 +100,19 @@ def test_plot_command_writes_readable_pngs(sweep_dir: Path, tmp_path: Path, caps
     ]
     for path in written:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 20_000
+    from fedsim.plots.sweep import figures
+
+    drawn = dict(figures(sweep_dir))
+    worst = drawn["worst_decile_vs_heterogeneity"]
+    assert worst._suptitle.get_text().endswith("(mean ± std over 1 seed: no spread)")
+    assert [ax.get_xlabel() for ax in worst.axes] == ["alpha", "eta"]
+    assert [ax.get_title() for ax in drawn["accuracy_vs_round"].axes if ax.get_visible()] == [
+        "alpha=0.5, 5 hospitals", "eta=0.8, 5 hospitals"]
 
 
 def test_plot_command_rejects_a_folder_without_results(tmp_path: Path, capsys) -> None:
     assert fedsim_main(["plot", str(tmp_path)]) == 2
-    assert capsys.readouterr().err.strip() == f"fedsim: error: {tmp_path}: not a sweep directory (expected results/ inside)"
+    assert "not a run directory (config.yaml), a comparison (comparison.parquet) or a sweep directory" in capsys.readouterr().err
     (tmp_path / RESULTS).mkdir()
     assert fedsim_main(["plot", str(tmp_path)]) == 2
     assert "no finished trial yet" in capsys.readouterr().err
@@ -120,6 +128,38 @@ def test_notebook_runs_headless_on_the_sweep(sweep_dir: Path, monkeypatch) -> No
               and any("image/png" in output.get("data", {}) for output in cell.outputs)]
     assert len(images) == 3
     assert "2 trials, 4 rows" in "".join(output.get("text", "") for cell in notebook.cells for output in cell.get("outputs", []))
+
+
+LR_SWEEP = {**TINY, "grid": {"train.lr": [0.01, 0.2], "seed": [0]}}
+
+
+def test_a_sweep_over_any_config_key_reports_every_round_to_tune(ray_cluster, tmp_path: Path) -> None:
+    """train.lr is no built-in axis: it lands in the hive layout, the trials' configs, the Tune
+    trial names and configs, and Tune gets one report per round with fedsim's metrics."""
+    import json
+
+    import pandas as pd
+
+    from fedsim.sweep import read_results
+
+    out = tmp_path / "out"
+    labels = ["seed=0/train.lr=0.01", "seed=0/train.lr=0.2"]
+    outcome = run_sweep(load_sweep(_spec(tmp_path, LR_SWEEP)), out, verbose=0)
+    assert sorted(outcome.ran) == labels and not outcome.failed, outcome
+    for label, lr in zip(labels, (0.01, 0.2)):
+        assert load_config(out / RUNS / label / "config.yaml").train.lr == lr
+    table = read_results(out).to_pandas()
+    assert sorted(table["train.lr"].unique()) == [0.01, 0.2] and len(table) == 2 * 2
+    trials = sorted(path.parent for path in (out / "tune").glob("sweep-*/*/params.json"))
+    assert [path.name.rsplit("-", 1)[0] for path in trials] == ["seed-0_train.lr-0.01", "seed-0_train.lr-0.2"]
+    for path, label, lr in zip(trials, labels, (0.01, 0.2)):
+        assert json.loads((path / "params.json").read_text()) == {"point": {"trial": label, "seed": 0, "train.lr": lr}}
+        progress = pd.read_csv(path / "progress.csv")
+        rounds = table[table["train.lr"] == lr].sort_values("round")
+        assert progress["round"].tolist() == [1, 2]  # eval.every=2: round 1 unscored (NaN)
+        assert progress["hospital_accuracy_mean"].tolist() == pytest.approx(rounds["hospital_accuracy_mean"].tolist(), nan_ok=True)
+    state = "".join(path.read_text() for path in (out / "tune").glob("sweep-*/experiment_state-*.json"))
+    assert "seed=0,train.lr=0.01" in state and "seed=0,train.lr=0.2" in state  # the trial names
 
 
 def test_placement_group_holds_the_driver_and_every_worker() -> None:
@@ -141,10 +181,13 @@ def test_a_trial_larger_than_the_cluster_is_refused_up_front(ray_cluster) -> Non
     [
         ({"grid": {"hospitals": [0]}}, "sweep.yaml: grid.hospitals.0: Input should be greater than or equal to 1"),
         ({"grid": {"hopsitals": [5]}}, "sweep.yaml: grid.hopsitals: unknown key"),
-        ({"grid": {}}, "sweep.yaml: grid: name at least one axis"),
+        ({"grid": {}}, "sweep.yaml: grid: name at least one axis (hospitals, alpha, eta, strategy, seed) or config key"),
         ({"grid": {"hospitals": [5, 2]}, "set": ["sampling.clients_per_round=3"]},
          "sweep trial hospitals=2: sampling.clients_per_round: expected at most data.hospitals (2), got 3"),
-        ({"grid": {"strategy": ["fedprox", {"name": "fedprox", "mu": 0.5}]}}, "grid.strategy: two entries share"),
+        ({"grid": {"strategy": ["fedprox", {"name": "fedprox"}]}}, "grid: two grid points share the folder strategy=fedprox"),
+        ({"grid": {"train.lr": 0.1}}, "sweep.yaml: grid.train.lr: expected a non-empty list of values, got 0.1"),
+        ({"grid": {"train/lr": [0.1]}}, "sweep.yaml: grid.train/lr: expected a dotted config key such as train.lr"),
+        ({"grid": {"train.lrr": [0.1]}}, "sweep trial train.lrr=0.1: train.lrr: unknown key"),
     ],
 )
 def test_bad_sweep_files_stop_with_one_line(change: dict, message: str, tmp_path: Path) -> None:
@@ -160,6 +203,17 @@ def test_sweep_command_reports_errors_in_one_line(tmp_path: Path, capsys) -> Non
     module_spec.loader.exec_module(cli)
     assert cli.main([str(tmp_path / "missing.yaml"), "--out", str(tmp_path / "out")]) == 2
     assert capsys.readouterr().err.strip() == f"sweep: error: {tmp_path / 'missing.yaml'}: sweep file not found"
+
+
+def test_the_readme_sweep_example_is_a_valid_sweep(tmp_path: Path, monkeypatch) -> None:
+    readme = (REPO / "README.md").read_text()
+    block = readme[readme.index("```yaml\nbase: experiments"):].split("```")[1].removeprefix("yaml\n")
+    monkeypatch.chdir(REPO)
+    trials = expand(load_sweep(_spec(tmp_path, yaml.safe_load(block))))
+    assert len(trials) == 2 * 3 * 3 * 3 * 2 * 2  # hospitals x (alpha + eta) x strategies x seeds x lr x clients
+    fedprox = next(t for t in trials if t.keys["strategy"] == "fedprox-mu-0.1" and t.keys["train.lr"] == 0.05)
+    assert fedprox.config.strategy.mu == 0.1 and fedprox.config.train.lr == 0.05
+    assert fedprox.name.startswith("hospitals=10,alpha=0.1,strategy=fedprox-mu-0.1,seed=0,") and "train.lr=0.05" in fedprox.name
 
 
 def test_unswept_axes_keep_the_base_values() -> None:

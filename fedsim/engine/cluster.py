@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from contextlib import contextmanager
@@ -12,7 +13,17 @@ import ray
 from fedsim.config import EngineConfig
 from fedsim.errors import ClusterError
 
-__all__ = ["ClusterError", "check_resources", "ray_session"]
+__all__ = ["ClusterError", "check_resources", "quiet_ray_notices", "ray_session"]
+
+#: Ray's logger for its token-authentication notice ("Token authentication is enabled ..."),
+#: printed by every ray.init. fedsim keeps authentication on and raises only this logger's
+#: threshold, so the notice goes and its errors stay.
+_AUTH_NOTICE_LOGGER = "ray._private.authentication.authentication_token_setup"
+
+
+def quiet_ray_notices() -> None:
+    """Hide Ray's per-start authentication notice (warnings only; authentication stays on)."""
+    logging.getLogger(_AUTH_NOTICE_LOGGER).setLevel(logging.ERROR)
 
 
 def check_resources(engine: EngineConfig, num_workers: int, driver_cpus: float = 0.0) -> None:
@@ -45,6 +56,7 @@ def ray_session(engine: EngineConfig, num_workers: int, driver_cpus: float = 0.0
     cluster sized for the pool; shut down only what was started here."""
     started = False
     if not ray.is_initialized():
+        quiet_ray_notices()
         if os.environ.get("RAY_ADDRESS"):
             ray.init(logging_level="WARNING")
         else:

@@ -35,6 +35,12 @@ class TaskSpec:
     #: The comparison table: the results table it reads and its (column, heading) pairs.
     compare_table: str
     compare_columns: tuple[tuple[str, str], ...]
+    #: The rounds column that ranks rounds (the Task's headline_metric) and its direction.
+    headline: str = "global_accuracy"
+    higher_is_better: bool = True
+    #: The global columns a report shows first, in order, with their (short) headings; the
+    #: other global columns follow, headed by their names, while the table fits a terminal.
+    report_columns: tuple[tuple[str, str], ...] = ()
     #: Metric column -> a reader's label, for tables and plots.
     labels: dict[str, str] = field(default_factory=dict)
     #: The task's own config section (e.g. "scheduling") and its model, if it has one.

@@ -54,6 +54,11 @@ CLASSIFICATION = register_task(TaskSpec(
         ("global_macro_auc", "macro AUC"),
         ("hospital_accuracy_worst10", "worst-10% hospital acc."),
     ),
+    report_columns=(
+        ("global_accuracy", "accuracy"), ("global_balanced_accuracy", "bal. acc."), ("global_macro_auc", "macro AUC"),
+        ("global_loss", "loss"), ("global_val_accuracy", "val acc."), ("global_val_balanced_accuracy", "val bal. acc."),
+        ("global_val_loss", "val loss"),
+    ),
     labels={"global_accuracy": "global test accuracy", "hospital_accuracy_worst10": "worst-10% hospital accuracy"},
     check=_check,
     heterogeneity_axes={

@@ -1,8 +1,8 @@
 """The sweep plots, as matplotlib figures: `fedsim plot SWEEP_DIR` saves them as PNG and
 notebooks/analysis.ipynb shows the same figures inline.
 
-Every plot averages over the axes it does not show (seeds always); a grid axis the sweep did not
-vary shows as the single value "base".
+Spread bands and error bars are the std over seeds only: hospital counts get their own panels or
+lines, never averaged in. A grid axis the sweep did not vary shows as the single value "base".
 """
 
 from __future__ import annotations
@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pandas as pd
 from matplotlib.figure import Figure  # figures without pyplot: no GUI backend, nothing to close
-from matplotlib.ticker import MaxNLocator, NullLocator
+from matplotlib.ticker import NullLocator
 
 from fedsim.errors import ConfigError
+from fedsim.plots.style import line_style, mean_std_band, round_axis
 from fedsim.sweep import RESULTS, read_results
 from fedsim.tasks.registry import task_spec
 
@@ -34,58 +35,74 @@ def load(sweep_dir: str | Path) -> pd.DataFrame:
 
 
 def accuracy_vs_round(frame: pd.DataFrame) -> Figure:
-    """Global accuracy per round, one line per strategy, one panel per heterogeneity setting."""
+    """Global accuracy per round, one line per strategy, one panel per heterogeneity setting and
+    hospital count; band: std over seeds."""
     metric = _global_metric(frame)
     frame = frame.assign(setting=_heterogeneity_label(frame)).dropna(subset=[metric])
-    settings = sorted(frame["setting"].unique(), key=_setting_order)
-    columns = min(len(settings), 4)
-    rows = -(-len(settings) // columns)
-    figure = Figure(figsize=(4.2 * columns, 3.4 * rows))
+    panels = sorted({(setting, hospitals) for setting, hospitals in zip(frame["setting"], frame["hospitals"])},
+                    key=lambda panel: (_setting_order(panel[0]), str(panel[1])))
+    columns = min(len(panels), 4)
+    rows = -(-len(panels) // columns)
+    figure = Figure(figsize=(4.2 * columns, 3.4 * rows + 0.6), layout="constrained")
     axes = figure.subplots(rows, columns, squeeze=False, sharey=True)
-    for ax, setting in zip(axes.flat, settings):
-        for strategy, group in frame[frame["setting"] == setting].groupby("strategy"):
-            curve = group.groupby("round")[metric].agg(["mean", "min", "max"])
-            (line,) = ax.plot(curve.index, curve["mean"], marker="o", markersize=3, label=str(strategy))
-            ax.fill_between(curve.index, curve["min"], curve["max"], color=line.get_color(), alpha=0.15)
-        ax.set(title=setting, xlabel="round")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(alpha=0.3)
+    strategies = sorted(frame["strategy"].astype(str).unique())
+    for ax, (setting, hospitals) in zip(axes.flat, panels):
+        panel = frame[(frame["setting"] == setting) & (frame["hospitals"] == hospitals)]
+        for strategy, group in panel.groupby("strategy"):
+            curve = group.groupby("round")[metric].agg(["mean", "std"])
+            mean_std_band(ax, curve, strategies.index(str(strategy)), str(strategy))
+        ax.set(title=f"{setting}, {hospitals} hospitals" if hospitals != "base" else setting)
+        round_axis(ax)
     for ax in axes[:, 0]:
         ax.set_ylabel(_label(frame, metric))
-    for ax in list(axes.flat)[len(settings):]:
+    for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
     axes.flat[0].legend(title="strategy", fontsize=8)
-    figure.suptitle("Global test accuracy per round (mean over seeds and hospital counts; band: min-max)")
-    figure.tight_layout()
+    figure.suptitle(f"Global test accuracy per round (mean ± std over {_seeds(frame)})")
     return figure
 
 
 def worst_decile_vs_heterogeneity(frame: pd.DataFrame) -> Figure:
-    """The fairness floor after the last evaluated round against Dirichlet alpha and shard eta."""
+    """The fairness floor after the last evaluated round against Dirichlet alpha and shard eta:
+    one line per strategy and hospital count (colour: strategy, marker: hospital count), error
+    bars the std over seeds, points dodged sideways so equal values stay visible."""
     metric = _worst_decile_metric(frame)
     final = _last_evaluated(frame, metric)
     levels = [axis for axis in ("alpha", "eta") if axis in final and final[axis].notna().any()]
-    figure = Figure(figsize=(5.2 * max(len(levels), 1), 3.8))
+    figure = Figure(figsize=(5.6 * max(len(levels), 1), 4.4), layout="constrained")
     axes = figure.subplots(1, max(len(levels), 1), squeeze=False)
-    titles = {"alpha": "Dirichlet label skew (smaller alpha = more skew)", "eta": "FedMRL shards (larger eta = more skew)"}
+    titles = {"alpha": "Dirichlet label skew\n(smaller alpha = more skew)", "eta": "FedMRL shards\n(larger eta = more skew)"}
+    strategies = sorted(final["strategy"].astype(str).unique())
+    counts = sorted(final["hospitals"].unique(), key=str)
+    lines = [(s, h) for s in strategies for h in counts]
     for ax, level in zip(axes.flat, levels or [None]):
         rows = final[final[level].notna()] if level else final
-        for strategy, group in rows.groupby("strategy"):
+        for index, (strategy, hospitals) in enumerate(lines):
+            group = rows[(rows["strategy"].astype(str) == strategy) & (rows["hospitals"] == hospitals)]
+            if group.empty:
+                continue
+            style = {**line_style(strategies.index(strategy)), "marker": line_style(counts.index(hospitals))["marker"]}
+            label = strategy if len(counts) == 1 else f"{strategy}, {hospitals} hospitals"
             if level:
                 points = group.groupby(level)[metric].agg(["mean", "std"]).sort_index()
-                ax.errorbar(points.index, points["mean"], yerr=points["std"].fillna(0), marker="o", capsize=3,
-                            label=str(strategy))
+                dodge = 1 + 0.04 * (index - (len(lines) - 1) / 2)  # multiplicative: alpha's axis is logarithmic
+                x = points.index * dodge if level == "alpha" else points.index + 0.01 * (index - (len(lines) - 1) / 2)
+                ax.errorbar(x, points["mean"], yerr=points["std"].fillna(0), capsize=3, label=label, **style)
             else:
-                ax.bar(str(strategy), group[metric].mean(), label=str(strategy))
+                ax.bar(label, group[metric].mean(), yerr=group[metric].std(), color=style["color"], capsize=3)
         if level == "alpha":
             ax.set_xscale("log")
-        ax.set(title=titles.get(level, "heterogeneity not swept"), xlabel=level or "strategy",
-               ylabel=_label(frame, metric))
+        ax.set(title=titles.get(level, "heterogeneity not swept"), xlabel=level or "strategy", ylabel=_label(frame, metric))
         ax.grid(alpha=0.3)
-        ax.legend(title="strategy", fontsize=8)
-    figure.suptitle("Worst-decile hospital accuracy after the last round (mean and std over seeds)")
-    figure.tight_layout()
+        if level:
+            ax.legend(title="strategy", fontsize=8)
+    figure.suptitle(f"Worst-decile hospital accuracy after the last round\n(mean ± std over {_seeds(frame)})")
     return figure
+
+
+def _seeds(frame: pd.DataFrame) -> str:
+    count = frame["seed"].nunique() if "seed" in frame else 1
+    return f"{count} seeds" if count > 1 else "1 seed: no spread"
 
 
 def cost_vs_hospitals(frame: pd.DataFrame) -> Figure:
@@ -99,15 +116,15 @@ def cost_vs_hospitals(frame: pd.DataFrame) -> Figure:
     per_trial["rss"] = (per_trial["rss"] + per_trial["workers"]) / GB
     per_trial["store"] = per_trial["store"] / GB
     numeric = pd.api.types.is_numeric_dtype(per_trial["hospitals"])
-    figure = Figure(figsize=(11, 4))
+    figure = Figure(figsize=(11, 4.4), layout="constrained")
     left, right = figure.subplots(1, 2)
     for index, (strategy, group) in enumerate(per_trial.groupby("strategy")):
         points = group.groupby("hospitals")[["seconds", "rss", "store"]].mean().sort_index()
         x = points.index if numeric else points.index.astype(str)
-        color = f"C{index}"
-        left.plot(x, points["seconds"], marker="o", color=color, label=str(strategy))
-        right.plot(x, points["rss"], marker="o", color=color, label=f"{strategy}: RSS driver + workers")
-        right.plot(x, points["store"], marker="s", linestyle="--", color=color, label=f"{strategy}: object store")
+        style = line_style(index)
+        left.plot(x, points["seconds"], label=str(strategy), **style)
+        right.plot(x, points["rss"], label=f"{strategy}: RSS driver + workers", **style)
+        right.plot(x, points["store"], label=f"{strategy}: object store", **{**style, "marker": "x", "linestyle": ":"})
     for ax in (left, right):
         if numeric:  # log axis, ticked at the swept counts
             counts = sorted(per_trial["hospitals"].unique())
@@ -120,23 +137,13 @@ def cost_vs_hospitals(frame: pd.DataFrame) -> Figure:
     left.set(title="Median seconds per round", ylabel="seconds")
     right.set(title="Peak memory", ylabel="GB")
     right.set_ylim(bottom=0)
-    figure.suptitle("Cost against federation size (mean over the other axes)")
-    figure.tight_layout()
+    figure.suptitle("Cost against federation size (mean over seeds and heterogeneity settings)")
     return figure
 
 
-def save_plots(sweep_dir: str | Path, out: str | Path | None = None) -> list[Path]:
-    """Write the three plots as PNG into `out` (default SWEEP_DIR/plots); returns their paths."""
+def figures(sweep_dir: Path) -> list[tuple[str, Figure]]:
     frame = load(sweep_dir)
-    folder = Path(out) if out else Path(sweep_dir) / "plots"
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for plot in (accuracy_vs_round, worst_decile_vs_heterogeneity, cost_vs_hospitals):
-        figure = plot(frame)
-        path = folder / f"{plot.__name__}.png"
-        figure.savefig(path, dpi=120)
-        paths.append(path)
-    return paths
+    return [(plot.__name__, plot(frame)) for plot in (accuracy_vs_round, worst_decile_vs_heterogeneity, cost_vs_hospitals)]
 
 
 def _label(frame: pd.DataFrame, metric: str) -> str:

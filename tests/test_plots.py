@@ -1,0 +1,69 @@
+"""`fedsim plot` on a run directory and on a compare.py output: the files, and what the figures say."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fedsim.cli import main
+from fedsim.comparison import plan_runs, run_all
+from fedsim.config import load_config
+from fedsim.plots import figures_for
+from fedsim.simulation import Simulation
+
+TINY = ["rounds=3", "data.source={kind: synthetic, classes: 3, train_samples: 300, test_samples: 60}", "data.hospitals=5",
+        "train.epochs=1", "engine.backend=in_process", "engine.workers=1"]
+
+
+def _titles(figure) -> list[str]:
+    return [ax.get_title() for ax in figure.axes if ax.get_visible()]
+
+
+def _pngs(out: str, capsys) -> list[Path]:
+    written = [Path(line) for line in capsys.readouterr().out.split()]
+    for path in written:
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
+    return written
+
+
+@pytest.fixture(scope="module")
+def fedmrl_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("plots") / "run"
+    Simulation(load_config(None, TINY + ["strategy=fedmrl"]), out, quiet=True).run()
+    return out
+
+
+def test_run_plots(fedmrl_run: Path, tmp_path: Path, capsys) -> None:
+    assert main(["plot", str(fedmrl_run), "--out", str(tmp_path)]) == 0
+    assert [path.name for path in _pngs(str(tmp_path), capsys)] == [
+        "global_metrics.png", "hospital_spread.png", "label_histograms.png", "fedmrl_mu_and_som.png"]
+    figures = dict(figures_for(fedmrl_run))
+    assert "global test accuracy" in _titles(figures["global_metrics"])
+    assert all(ax.get_xlabel() == "round" for ax in figures["global_metrics"].axes if ax.get_visible())
+    spread = figures["hospital_spread"].axes[0]
+    assert spread.get_title() == "accuracy on each hospital's own split (5 hospitals)"
+    assert [text.get_text() for text in spread.get_legend().get_texts()] == [
+        "10th-90th percentile", "worst 10% of hospitals (range)", "median hospital", "worst-10% mean"]
+    histogram = figures["label_histograms"].axes[0]
+    assert (histogram.get_xlabel(), histogram.get_ylabel()) == ("hospital", "training samples")
+    assert len(histogram.patches) == 5 * 3  # a bar per hospital and class
+    assert _titles(figures["fedmrl_mu_and_som"])[:2] == ["proximal mu chosen per hospital (QMIX)", "SOM aggregation weight per hospital"]
+
+
+def test_compare_plots_show_every_variant_with_its_seeds(tmp_path: Path, capsys) -> None:
+    run_all(plan_runs(None, TINY, ["fedavg", "{name: fedprox, mu: 0.1}"], [0, 1]), tmp_path / "cmp")
+    assert main(["plot", str(tmp_path / "cmp")]) == 0
+    assert [path.name for path in _pngs(str(tmp_path), capsys)] == [
+        "compare_global_accuracy.png", "compare_global_balanced_accuracy.png", "compare_global_macro_auc.png",
+        "compare_hospital_accuracy_worst10.png"]
+    accuracy = dict(figures_for(tmp_path / "cmp"))["compare_global_accuracy"].axes[0]
+    assert accuracy.get_title() == "accuracy per round (mean ± std over seeds)"
+    assert (accuracy.get_xlabel(), accuracy.get_ylabel()) == ("round", "global test accuracy")
+    assert [text.get_text() for text in accuracy.get_legend().get_texts()] == ["fedavg (2 seeds)", "fedprox(mu=0.1) (2 seeds)"]
+    assert [list(line.get_xdata()) for line in accuracy.get_lines()] == [[1, 2, 3], [1, 2, 3]]
+
+
+def test_plot_refuses_a_folder_it_cannot_tell(tmp_path: Path, capsys) -> None:
+    assert main(["plot", str(tmp_path)]) == 2
+    assert "not a run directory (config.yaml), a comparison (comparison.parquet) or a sweep directory" in capsys.readouterr().err
