@@ -32,12 +32,14 @@ def _cell(value: object, template: str) -> str:
     return template.format(value)
 
 
-def render_report(path: str | Path) -> str:
-    """A markdown table of the run's rounds, with a header saying what ran and how far it got."""
+def render_report(path: str | Path, damaged: list[Path] | None = None) -> str:
+    """A markdown table of the run's rounds, with a header saying what ran and how far it got.
+    Damaged (unreadable) parts are skipped, named in the report and appended to `damaged`."""
     run = RunDirectory(path)
     config = run.config()
     started = run.table_path(ROUNDS).is_dir()
-    table = run.read(ROUNDS) if started else None
+    damaged = [] if damaged is None else damaged
+    table = run.read(ROUNDS, damaged) if started else None
     columns = _columns(table.column_names if table is not None else [])
     rounds = sorted(table.to_pylist(), key=lambda row: row["round"]) if table is not None else []
     done = len(rounds)
@@ -52,6 +54,7 @@ def render_report(path: str | Path) -> str:
     for index in rounds_to_show(done):
         row = rounds[index]
         lines.append("| " + " | ".join(_cell(row[key], template) for key, _, template in columns) + " |")
+    lines += [f"damaged part skipped (not readable): {part}" for part in damaged]
     if rounds:
         mean_seconds = sum(row["seconds"] for row in rounds) / done
         lines += ["", f"{done} rounds, {mean_seconds:.2f} s per round on average"]

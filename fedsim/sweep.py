@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from fedsim.config import Config, ConfigError, one_line_error, load_config, merge_settings, parse_config
 from fedsim.results import RESOURCES, ROUNDS, RunDirectory
 from fedsim.tasks.registry import task_spec
+from fedsim.yamlio import load_yaml
 
 if TYPE_CHECKING:
     from ray.tune import PlacementGroupFactory
@@ -99,7 +100,7 @@ def load_sweep(path: str | Path) -> SweepSpec:
     if not path.is_file():
         raise ConfigError(f"{path}: sweep file not found")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = load_yaml(path.read_text()) or {}
     except yaml.YAMLError:
         raise ConfigError(f"{path}: is not valid YAML") from None
     if not isinstance(raw, dict):
