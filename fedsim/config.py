@@ -16,6 +16,7 @@ from pydantic import ConfigDict, Field, SerializeAsAny, ValidationError, field_v
 from fedsim.errors import ConfigError
 from fedsim.yamlio import load_yaml
 from fedsim.pipeline.base import StageConfig
+from fedsim.quarantine import QuarantineConfig
 from fedsim.schema import Strict as _Strict
 from fedsim.schema import one_line_error
 from fedsim.strategies.base import StrategyConfig
@@ -218,6 +219,7 @@ class Config(_Strict):
     sampling: SamplingConfig = SamplingConfig()
     engine: EngineConfig = EngineConfig()
     eval: EvalConfig = EvalConfig()
+    quarantine: QuarantineConfig = QuarantineConfig()
 
     @field_validator("strategy", mode="before")
     @classmethod

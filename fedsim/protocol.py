@@ -91,6 +91,7 @@ class ClientReport:
     seconds: float
     upload_bytes: int
     metrics: Mapping[str, float]
+    status: str = "ok"  # or "quarantined: <why>" (fedsim.quarantine): left out of the aggregate
 
 
 @dataclass
@@ -117,3 +118,5 @@ class HospitalState:
 
 #: What a worker sends first when the strategy weighs after training: (hospital, summary) pairs.
 Summaries = list[tuple[int, dict[str, np.ndarray]]]
+#: What a worker sends when the strategy needs individual updates: (hospital, contribution) pairs.
+Updates = list[tuple[int, dict[str, np.ndarray]]]

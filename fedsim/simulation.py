@@ -19,6 +19,8 @@ from fedsim.engine.rounds import RoundOutcome, RoundSchedule, run_round
 from fedsim.metrics import worst_decile_mean
 from fedsim.pipeline.base import build_pipeline
 from fedsim.protocol import ClientReport
+from fedsim.quarantine import OK
+from fedsim.quarantine import announce as announce_quarantine
 from fedsim.results import CLIENTS, HOSPITAL_EVAL, MODEL, PARTITION, RESOURCES, ROUNDS, RunDirectory
 from fedsim.strategies import build_strategy
 from fedsim.tasks.base import Task
@@ -62,6 +64,7 @@ class Simulation:
                     started = time.perf_counter()
                     cohort = schedule.cohort(round_index)
                     outcome = run_round(backend, task, round_index, cohort, schedule.scored(round_index, cohort))
+                    announce_quarantine(round_index, outcome.reports, config.quarantine.policy)
                     seconds = time.perf_counter() - started
                     self._write_round(outcome, seconds, backend)
                     headline = outcome.global_metrics.get(task.headline_metric, NAN)
@@ -96,6 +99,7 @@ class Simulation:
             "round": round_index,
             "seconds": seconds,
             "hospitals": len(outcome.reports),
+            "quarantined": sum(report.status != OK for report in outcome.reports),
             **{f"global_{name}": float(global_metrics.get(name, NAN)) for name in task.global_metric_names},
             f"{prefix}_mean": float(np.nanmean(scores)) if has_scores else NAN,
             f"{prefix}_std": float(np.nanstd(scores)) if has_scores else NAN,
@@ -116,5 +120,6 @@ def _client_row(round_index: int, report: ClientReport) -> dict[str, Any]:
         "weight": report.weight,
         "seconds": report.seconds,
         "upload_bytes": report.upload_bytes,
+        "status": report.status,
         **{name: float(value) for name, value in report.metrics.items()},
     }

@@ -24,6 +24,7 @@ import numpy as np
 
 from fedsim.params import Params, is_trained
 from fedsim.protocol import Instruction, LocalResult
+from fedsim.quarantine import UpdateScreen
 from fedsim.registry import Registry
 from fedsim.schema import Pluggable
 from fedsim.seeding import Stream, seed_for
@@ -75,8 +76,9 @@ class UpdateStage(ABC):
 class Pipeline:
     """The configured stages, in order."""
 
-    def __init__(self, stages: Sequence[UpdateStage]) -> None:
+    def __init__(self, stages: Sequence[UpdateStage], screen: UpdateScreen = UpdateScreen()) -> None:
         self.stages = tuple(stages)
+        self.screen = screen  # what a worker checks of each update before summing it (quarantine)
         self.keeps_hospital_state = any(stage.keeps_hospital_state for stage in self.stages)
 
     def hospital_side(
@@ -116,4 +118,4 @@ class Pipeline:
 
 
 def build_pipeline(config: "Config", task: "Task") -> Pipeline:
-    return Pipeline([spec.build(config, task) for spec in config.pipeline])
+    return Pipeline([spec.build(config, task) for spec in config.pipeline], UpdateScreen(config.quarantine.max_norm))
