@@ -16,6 +16,7 @@ from pydantic import ConfigDict, Field, SerializeAsAny, ValidationError, field_v
 from fedsim.errors import ConfigError
 from fedsim.yamlio import load_yaml
 from fedsim.pipeline.base import StageConfig
+from fedsim.attacks import AttackConfig
 from fedsim.quarantine import QuarantineConfig
 from fedsim.schema import Strict as _Strict
 from fedsim.schema import one_line_error
@@ -220,6 +221,7 @@ class Config(_Strict):
     engine: EngineConfig = EngineConfig()
     eval: EvalConfig = EvalConfig()
     quarantine: QuarantineConfig = QuarantineConfig()
+    attack: AttackConfig | None = None
 
     @field_validator("strategy", mode="before")
     @classmethod
@@ -273,6 +275,8 @@ class Config(_Strict):
                     raise ValueError(f"{part} needs {capability} ({why}), which task {self.task} does not offer")
         self.strategy.check(self)
         spec.check(self)
+        if self.attack is not None and self.attack.kind == "label_flip" and self.task != "classification":
+            raise ValueError(f"attack.kind: label_flip flips class labels, which task {self.task} does not have")
         per_round = self.sampling.clients_per_round
         if isinstance(per_round, int) and per_round > self.num_hospitals():
             raise ValueError(

@@ -55,7 +55,7 @@ class ServerCore:
             return self.broadcast, {}, params_nbytes(self.broadcast), {}
         if strategy.sends_individual_updates:
             updates = sorted((pair for batch in partials for pair in batch), key=lambda pair: pair[0])
-            total = strategy.combine([update for _, update in updates])
+            total = strategy.combine(updates)
         else:
             exact = FixedPointSum()
             for partial in partials:

@@ -118,4 +118,8 @@ class Pipeline:
 
 
 def build_pipeline(config: "Config", task: "Task") -> Pipeline:
-    return Pipeline([spec.build(config, task) for spec in config.pipeline], UpdateScreen(config.quarantine.max_norm))
+    """The configured stages, after an update attack's (fedsim.attacks) when one is configured."""
+    from fedsim.attacks import attack_stages  # it builds on this module
+
+    stages = attack_stages(config, task.num_hospitals) + [spec.build(config, task) for spec in config.pipeline]
+    return Pipeline(stages, UpdateScreen(config.quarantine.max_norm))

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping
 import numpy as np
 
 from fedsim.params import Params, is_statistic
-from fedsim.protocol import Aggregate, ClientReport, Cohort, Instruction, LocalPlan, LocalResult
+from fedsim.protocol import Aggregate, ClientReport, Cohort, Instruction, LocalPlan, LocalResult, Updates
 from fedsim.registry import Registry
 from fedsim.schema import Pluggable
 
@@ -98,9 +98,9 @@ class Strategy(ABC):
         """Aggregation weights, in instructions order, for strategies that weigh after training."""
         raise NotImplementedError(f"{self.name} fixes its weights before training")
 
-    def combine(self, updates: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-        """The round's `total` from the individual contributions (in hospital order), for strategies
-        that send individual updates."""
+    def combine(self, updates: Updates) -> dict[str, np.ndarray]:
+        """The round's `total` from the (hospital, contribution) pairs of the kept hospitals, in
+        hospital order, for strategies that send individual updates."""
         raise NotImplementedError(f"{self.name} aggregates an exact weighted sum")
 
     def local_state(
