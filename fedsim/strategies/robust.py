@@ -6,7 +6,7 @@ the server reduces the round's updates with the rule's `combine` and steps w_{t+
 
 Cost: the server holds the whole round's updates at once, |S| x (model parameters) x 8 bytes
 (float64, as the updates are exact differences of the float32 models), and they cross the object
-store once: 20 hospitals of the 0.1M-parameter small_cnn is 16 MB a round. `max_round_bytes`
+store once: 20 hospitals of the 0.12M-parameter small_cnn is 19 MB a round. `max_round_bytes`
 refuses a configuration whose round would need more, before anything starts. Results do not
 depend on the number of workers: the server orders the updates by hospital before combining.
 """
