@@ -96,9 +96,10 @@ class ClientReport:
 
 @dataclass
 class Aggregate:
-    """What reaches the strategy's aggregate step: `total` is the exact sum of all hospitals'
-    weighted contributions (summed on the workers, then passed through the update stages'
-    server halves)."""
+    """What reaches the strategy's aggregate step: `total` is the exact sum of the hospitals'
+    weighted contributions (summed on the workers, renormalised over the hospitals not
+    quarantined, then passed through the update stages' server halves), or a robust strategy's
+    `combine` of the individual updates. Quarantined hospitals appear in neither list."""
 
     instructions: list[Instruction]
     reports: list[ClientReport]  # the hospitals' loggable outcomes, in instructions order
