@@ -68,7 +68,11 @@ def _report(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise ConfigError(f"{run_dir}: not a run directory (expected config.yaml inside)")
-    print(render_report(run_dir, show_all=args.show_all))
+    damaged: list[Path] = []
+    print(render_report(run_dir, show_all=args.show_all, damaged=damaged))
+    if damaged:
+        print(f"fedsim: error: {damaged[0]}: damaged Parquet part skipped ({len(damaged)} in all); the rest is reported above", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -19,9 +19,9 @@ from typing import Any, Sequence
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import yaml
 
 from fedsim.config import Config, ConfigError, load_config
+from fedsim.yamlio import load_yaml
 from fedsim.engine.cluster import ray_session
 from fedsim.results import ROUNDS, RunDirectory, safe_name, strategy_label
 from fedsim.simulation import Simulation
@@ -35,7 +35,7 @@ class Variant:
 
 def parse_strategy(text: str) -> dict[str, Any]:
     """A strategy given on the command line: a name ("fedprox") or a YAML mapping ("{name: fedprox, mu: 0.1}")."""
-    value = yaml.safe_load(text)
+    value = load_yaml(text)
     if isinstance(value, str):
         return {"name": value}
     if isinstance(value, dict) and "name" in value:
@@ -53,7 +53,7 @@ def load_variants(path: str | Path) -> list[Variant]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"--variants {path}: file not found")
-    raw = yaml.safe_load(path.read_text())
+    raw = load_yaml(path.read_text())
     if not isinstance(raw, dict) or not raw:
         raise ConfigError(f"--variants {path}: expected a mapping of label -> settings")
     variants = []

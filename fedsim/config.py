@@ -6,6 +6,7 @@ a one-line error (naming the field and what was expected), not a half-started cl
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -13,7 +14,10 @@ import yaml
 from pydantic import ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
 
 from fedsim.errors import ConfigError
+from fedsim.yamlio import load_yaml
 from fedsim.pipeline.base import StageConfig
+from fedsim.attacks import AttackConfig
+from fedsim.quarantine import QuarantineConfig
 from fedsim.schema import Strict as _Strict
 from fedsim.schema import one_line_error
 from fedsim.strategies.base import StrategyConfig
@@ -218,7 +222,7 @@ class Config(_Strict):
 
     model_config = ConfigDict(extra="allow", strict=True, frozen=True)  # extras: the task's own section
 
-    seed: int = 0
+    seed: int = Field(0, ge=0, description="the run seed (a non-negative integer)")
     rounds: int = Field(15, ge=1)
     task: str = "classification"
     data: DataConfig = DataConfig()
@@ -230,6 +234,8 @@ class Config(_Strict):
     engine: EngineConfig = EngineConfig()
     eval: EvalConfig = EvalConfig()
     tracking: TrackingConfig = TrackingConfig()
+    quarantine: QuarantineConfig = QuarantineConfig()
+    attack: AttackConfig | None = None
 
     @field_validator("strategy", mode="before")
     @classmethod
@@ -283,6 +289,8 @@ class Config(_Strict):
                     raise ValueError(f"{part} needs {capability} ({why}), which task {self.task} does not offer")
         self.strategy.check(self)
         spec.check(self)
+        if self.attack is not None and self.attack.kind == "label_flip" and self.task != "classification":
+            raise ValueError(f"attack.kind: label_flip flips class labels, which task {self.task} does not have")
         per_round = self.sampling.clients_per_round
         if isinstance(per_round, int) and per_round > self.num_hospitals():
             raise ValueError(
@@ -352,7 +360,7 @@ def override_settings(assignment: str) -> dict[str, Any]:
     if not sep or not key or "" in key.split("."):
         raise ConfigError(f"--set {assignment}: expected KEY=VALUE, e.g. data.hospitals=50")
     try:
-        value: Any = yaml.safe_load(text)
+        value: Any = load_yaml(text)
     except yaml.YAMLError:
         value = text
     for part in reversed(key.split(".")):
@@ -368,11 +376,14 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found")
         try:
-            from_file = yaml.safe_load(path.read_text()) or {}
+            from_file = load_yaml(path.read_text())
         except yaml.YAMLError as error:
             mark = getattr(error, "problem_mark", None)
             where = f" line {mark.line + 1}" if mark else ""
             raise ConfigError(f"{path}:{where} is not valid YAML") from None
+        if from_file is None:
+            print(f"fedsim: {path} is empty; using the default settings", file=sys.stderr)
+            from_file = {}
         if not isinstance(from_file, dict):
             raise ConfigError(f"{path}: expected a mapping of settings at the top level")
         raw = merge_settings(raw, resolve_data_paths(from_file, path.parent))

@@ -91,13 +91,15 @@ class ClientReport:
     seconds: float
     upload_bytes: int
     metrics: Mapping[str, float]
+    status: str = "ok"  # or "quarantined: <why>" (fedsim.quarantine): left out of the aggregate
 
 
 @dataclass
 class Aggregate:
-    """What reaches the strategy's aggregate step: `total` is the exact sum of all hospitals'
-    weighted contributions (summed on the workers, then passed through the update stages'
-    server halves)."""
+    """What reaches the strategy's aggregate step: `total` is the exact sum of the hospitals'
+    weighted contributions (summed on the workers, renormalised over the hospitals not
+    quarantined, then passed through the update stages' server halves), or a robust strategy's
+    `combine` of the individual updates. Quarantined hospitals appear in neither list."""
 
     instructions: list[Instruction]
     reports: list[ClientReport]  # the hospitals' loggable outcomes, in instructions order
@@ -117,3 +119,5 @@ class HospitalState:
 
 #: What a worker sends first when the strategy weighs after training: (hospital, summary) pairs.
 Summaries = list[tuple[int, dict[str, np.ndarray]]]
+#: What a worker sends when the strategy needs individual updates: (hospital, contribution) pairs.
+Updates = list[tuple[int, dict[str, np.ndarray]]]

@@ -115,13 +115,15 @@ def best_round(rows: list[dict[str, Any]], spec: TaskSpec) -> int | None:
     return best[1]
 
 
-def render_report(path: str | Path, show_all: bool = False) -> str:
+def render_report(path: str | Path, show_all: bool = False, damaged: list[Path] | None = None) -> str:
     """A markdown table of the run's rounds, with a header saying what ran and how far it got,
-    and a footer with the best round, the last rounds' mean and what the table leaves out."""
+    and a footer with the best round, the last rounds' mean and what the table leaves out.
+    Damaged (unreadable) parts are skipped, named in the report and appended to `damaged`."""
     run = RunDirectory(path)
     config = run.config()
     spec = config.task_spec()
-    table = run.read(ROUNDS) if run.table_path(ROUNDS).is_dir() else None
+    damaged = [] if damaged is None else damaged
+    table = run.read(ROUNDS, damaged) if run.table_path(ROUNDS).is_dir() else None
     rows = sorted(table.to_pylist(), key=lambda row: row["round"]) if table is not None else []
     done = len(rows)
     status = "complete" if done == config.rounds else f"incomplete: {done} of {config.rounds} rounds finished"
@@ -141,6 +143,7 @@ def render_report(path: str | Path, show_all: bool = False) -> str:
         if index == best:
             cells[0] += " best"
         lines.append("| " + " | ".join(cells) + " |")
+    lines += [f"damaged part skipped (not readable): {part}" for part in damaged]
     if not rows:
         return "\n".join(lines)
     lines.append("")

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fedsim.config import Config, ConfigError, dump_config, load_config
+from fedsim.errors import DataError
 
 ROUNDS = "rounds"
 CLIENTS = "clients"
@@ -63,6 +64,7 @@ class RunDirectory:
         """Start a new run directory; refuses one that already holds results (nothing is lost),
         and reuses one whose run failed before its first round finished."""
         run = cls(path)
+        check_run_dir_path(run.path)
         if run.path.exists() and any(run.path.iterdir()):
             if {entry.name for entry in run.path.iterdir()} - _BEFORE_ROUND_ONE:
                 raise ConfigError(f"{run.path}: directory already holds a run; choose a new run directory "
@@ -114,8 +116,31 @@ class RunDirectory:
         pq.write_table(table, temporary)
         os.replace(temporary, final)
 
-    def read(self, name: str) -> pa.Table:
+    def read(self, name: str, damaged: list[Path] | None = None) -> pa.Table:
+        """The whole table. A part that cannot be read (a truncated file) raises DataError naming
+        it, or, when `damaged` is given, is skipped and appended there."""
         folder = self.table_path(name)
         if not folder.is_dir():
             raise FileNotFoundError(f"{folder}: no such table in this run directory")
-        return pq.read_table(folder)
+        try:
+            return pq.read_table(folder)
+        except (pa.ArrowException, OSError):
+            pass  # some part is damaged: read part by part to find it and keep the rest
+        tables = []
+        for part in sorted(folder.glob("part-*.parquet")):
+            try:
+                tables.append(pq.read_table(part))
+            except (pa.ArrowException, OSError) as error:
+                if damaged is None:
+                    raise DataError(f"{part}: damaged Parquet part, not readable ({error})") from None
+                damaged.append(part)
+        return pa.concat_tables(tables, promote_options="default") if tables else pa.table({})
+
+
+def check_run_dir_path(path: Path) -> None:
+    """Refuse a run directory that is a file or lies under one, before anything is written."""
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"run directory {path}: is a file; expected a directory (new or empty)")
+    for parent in path.parents:
+        if parent.exists() and not parent.is_dir():
+            raise ConfigError(f"run directory {path}: lies under {parent}, which is a file; expected a path of directories")

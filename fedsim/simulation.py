@@ -22,6 +22,8 @@ from fedsim.engine.rounds import RoundOutcome, RoundSchedule, run_round
 from fedsim.metrics import worst_decile_mean
 from fedsim.pipeline.base import build_pipeline
 from fedsim.protocol import ClientReport
+from fedsim.quarantine import OK
+from fedsim.quarantine import announce as announce_quarantine
 from fedsim.results import CLIENTS, HOSPITAL_EVAL, MODEL, PARTITION, RESOURCES, ROUNDS, RunDirectory
 from fedsim.strategies import build_strategy
 from fedsim.tasks.base import Task
@@ -99,6 +101,7 @@ class Simulation:
                         round_index = self._recover(backend, lost, restorations) + 1
                         progress.n = round_index - 1
                         continue
+                    announce_quarantine(round_index, outcome.reports, config.quarantine.policy)
                     seconds = time.perf_counter() - started
                     row = self._write_round(outcome, seconds)
                     self._checkpoint_and_account(backend, round_index)
@@ -184,6 +187,7 @@ class Simulation:
             "round": round_index,
             "seconds": seconds,
             "hospitals": len(outcome.reports),
+            "quarantined": sum(report.status != OK for report in outcome.reports),
             **{f"global_{name}": float(global_metrics.get(name, NAN)) for name in task.global_metric_names},
             f"{prefix}_mean": float(np.nanmean(scores)) if has_scores else NAN,
             f"{prefix}_std": float(np.nanstd(scores)) if has_scores else NAN,
@@ -205,5 +209,6 @@ def _client_row(round_index: int, report: ClientReport) -> dict[str, Any]:
         "weight": report.weight,
         "seconds": report.seconds,
         "upload_bytes": report.upload_bytes,
+        "status": report.status,
         **{name: float(value) for name, value in report.metrics.items()},
     }

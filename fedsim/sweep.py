@@ -42,6 +42,7 @@ from fedsim.config import Config, ConfigError, one_line_error, load_config, merg
 from fedsim.results import RESOURCES, ROUNDS, RunDirectory, safe_name, strategy_label
 from fedsim.tracking import numeric_metrics
 from fedsim.tasks.registry import task_spec
+from fedsim.yamlio import load_yaml
 
 if TYPE_CHECKING:
     from ray.tune import PlacementGroupFactory
@@ -130,7 +131,7 @@ def load_sweep(path: str | Path) -> SweepSpec:
     if not path.is_file():
         raise ConfigError(f"{path}: sweep file not found")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = load_yaml(path.read_text()) or {}
     except yaml.YAMLError:
         raise ConfigError(f"{path}: is not valid YAML") from None
     if not isinstance(raw, dict):

@@ -62,6 +62,10 @@ class ImageDataset:
                     f"{self.name}: {split} labels: expected values in [0, {self.num_classes}), "
                     f"got [{data.labels.min()}, {data.labels.max()}]"
                 )
+        if not len(self.train):
+            raise DataError(f"{self.name}: the train split is empty; expected training images")
+        if not len(self.test):
+            raise DataError(f"{self.name}: the test split is empty; the global model is scored on it, expected test images")
 
     def _splits(self) -> list[tuple[str, ImageSet]]:
         splits = [("train", self.train), ("val", self.val), ("test", self.test)]
@@ -78,6 +82,24 @@ class ImageDataset:
     @property
     def image_size(self) -> int:
         return self.train.images.shape[2]
+
+
+def inferred_class_count(name: str, labels: dict[str, np.ndarray]) -> int:
+    """K = max label + 1 over all splits, refused where some class in 0..K-1 has no sample at all
+    (one stray label 7 in a binary set would otherwise make 8 classes)."""
+    present = np.unique(np.concatenate([np.asarray(split, dtype=np.int64).reshape(-1) for split in labels.values()]))
+    if not present.size:
+        raise DataError(f"{name}: no labels in any split; expected labelled images")
+    count = int(present.max()) + 1
+    missing = np.setdiff1d(np.arange(count), present)
+    if missing.size:
+        shown = ", ".join(str(int(c)) for c in missing[:5]) + (", ..." if missing.size > 5 else "")
+        where = [split for split, values in labels.items() if np.asarray(values).size and int(np.max(values)) == count - 1]
+        raise DataError(
+            f"{name}: labels: the class count would be inferred as {count} (max label {count - 1} in {', '.join(where)}) "
+            f"but class(es) {shown} have no sample; expected labels 0..K-1 (fix the stray labels or give the class count)"
+        )
+    return count
 
 
 def _describe(value: object) -> str:

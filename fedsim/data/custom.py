@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from fedsim.data.arrays import ImageDataset, ImageSet
+from fedsim.data.arrays import ImageDataset, ImageSet, inferred_class_count
 from fedsim.data.errors import DataError
 
 #: A split: (images, labels) arrays, or a torch Dataset yielding (image, label) pairs.
@@ -32,7 +32,7 @@ def dataset_from_arrays(
     if val is not None:
         splits["val"] = _image_set("val", val)
     if classes is None:
-        classes = 1 + max(int(split.labels.max()) for split in splits.values() if len(split))
+        classes = inferred_class_count(name, {split: data.labels for split, data in splits.items()})
     names = tuple(str(c) for c in range(classes)) if isinstance(classes, int) else tuple(str(c) for c in classes)
     return ImageDataset(name=name, classes=names, train=splits["train"], val=splits.get("val"), test=splits["test"])
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fedsim.data.arrays import ImageDataset, ImageSet
+from fedsim.data.arrays import ImageDataset, ImageSet, inferred_class_count
 from fedsim.data.errors import DataError
 
 _SPLITS = ("train", "val", "test")
@@ -18,16 +18,18 @@ def load_medmnist(path: str | Path) -> ImageDataset:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: MedMNIST file not found")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: the file is empty; expected a MedMNIST .npz archive")
+    if not zipfile.is_zipfile(path):
+        raise DataError(f"{path}: not an .npz archive (a zip of .npy arrays); expected a MedMNIST .npz file")
     try:
         archive = np.load(path, allow_pickle=False)
     except (OSError, ValueError, zipfile.BadZipFile) as error:
         raise DataError(f"{path}: not a readable .npz file ({error})") from error
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise DataError(f"{path}: expected an .npz archive, got a single .npy array")
     with archive:
         arrays = {key: _get(archive, path, key) for split in _SPLITS for key in (f"{split}_images", f"{split}_labels")}
     sets = {split: _image_set(path, split, arrays[f"{split}_images"], arrays[f"{split}_labels"]) for split in _SPLITS}
-    num_classes = max((int(data.labels.max()) + 1 for data in sets.values() if len(data)), default=0)
+    num_classes = inferred_class_count(str(path), {split: data.labels for split, data in sets.items()})
     return ImageDataset(
         name=path.stem,
         classes=tuple(str(label) for label in range(num_classes)),

@@ -11,6 +11,7 @@ from typing import Iterator
 import ray
 
 from fedsim.config import EngineConfig
+from fedsim.engine.capacity import check_local_capacity, check_memory
 from fedsim.errors import ClusterError
 
 __all__ = ["ClusterError", "check_resources", "quiet_ray_notices", "ray_session"]
@@ -41,6 +42,8 @@ def check_resources(engine: EngineConfig, num_workers: int, driver_cpus: float =
             f"engine.num_gpus: {num_workers} workers x {engine.num_gpus} GPU = {gpus_needed:g} GPUs, "
             f"but the cluster has {total.get('GPU', 0):g}; lower engine.workers or engine.num_gpus"
         )
+    if "memory" in total:
+        check_memory(num_workers, total["memory"], "the Ray cluster")
     cpus_needed = driver_cpus + num_workers * engine.num_cpus
     if cpus_needed > total.get("CPU", 0) + 1e-9:
         driver = f"{driver_cpus:g} for the driver + " if driver_cpus else ""
@@ -60,6 +63,7 @@ def ray_session(engine: EngineConfig, num_workers: int, driver_cpus: float = 0.0
         if os.environ.get("RAY_ADDRESS"):
             ray.init(logging_level="WARNING")
         else:
+            check_local_capacity(num_workers, engine.num_cpus, driver_cpus)
             cpus = max(os.cpu_count() or 1, math.ceil(driver_cpus + num_workers * engine.num_cpus))
             ray.init(num_cpus=cpus, include_dashboard=False, logging_level="WARNING")
         started = True

@@ -19,45 +19,52 @@ _LIMIT = 2**62  # headroom below int64's 2**63 so a sum of bounded terms cannot 
 
 
 class FixedPointSum:
-    """A running exact sum of named float arrays."""
+    """A running exact sum of named float arrays.
+
+    Overflow is guarded per element: beside each total it keeps the sum of |term| of every
+    element (one more int64 array per parameter), which bounds every partial sum in any order,
+    so the guard itself is order-independent and never refuses a sum whose elements are small.
+    """
 
     def __init__(self) -> None:
         self.totals: dict[str, np.ndarray] = {}
+        self.bounds: dict[str, np.ndarray] = {}  # per element: sum of |quantised term|
         self.count = 0
-        self._bound = 0  # sum of max |term| over all terms: no partial sum can exceed it
 
-    def add(self, values: Mapping[str, np.ndarray]) -> None:
-        """Add one contribution; raise OverflowError rather than wrap silently."""
+    def add(self, values: Mapping[str, np.ndarray], source: str = "a contribution") -> None:
+        """Add one contribution (`source` names it in errors, e.g. "hospital 7"); raise
+        OverflowError naming the source and the parameter rather than wrap silently."""
         for name, array in values.items():
             scaled = np.asarray(array, dtype=np.float64) * _SCALE
-            peak = float(np.max(np.abs(scaled))) if scaled.size else 0.0
-            if not np.isfinite(peak):
-                raise OverflowError(f"contribution {name!r} contains NaN or infinity")
-            self._bound += int(peak) + 1
-            if self._bound >= _LIMIT:
-                raise OverflowError(
-                    f"contribution {name!r} is too large for exact aggregation "
-                    f"(|value| must stay below {_LIMIT / _SCALE:.3g} summed over hospitals)"
-                )
+            if not np.all(np.isfinite(scaled)):
+                raise OverflowError(f"{source}: parameter {name!r} contains NaN or infinity")
+            if scaled.size and float(np.max(np.abs(scaled))) >= _LIMIT:
+                raise OverflowError(f"{source}: parameter {name!r} {_too_large(float(np.max(np.abs(scaled))))}")
             quantised = np.rint(scaled).astype(np.int64)
-            if name in self.totals:
-                self.totals[name] += quantised
-            else:
-                self.totals[name] = quantised
+            self._fold(name, quantised, np.abs(quantised), source)
         self.count += 1
 
     def merge(self, other: "FixedPointSum") -> None:
         """Fold another partial sum into this one (exact, any order)."""
-        self._bound += other._bound
-        if self._bound >= _LIMIT:
-            raise OverflowError("merged contributions are too large for exact aggregation")
         for name, total in other.totals.items():
-            if name in self.totals:
-                self.totals[name] = self.totals[name] + total
-            else:
-                self.totals[name] = total.copy()
+            self._fold(name, total, other.bounds[name], "merged partial sums")
         self.count += other.count
+
+    def _fold(self, name: str, total: np.ndarray, bound: np.ndarray, source: str) -> None:
+        if name not in self.totals:
+            self.totals[name], self.bounds[name] = total.copy(), bound.copy()
+            return
+        bounds = self.bounds[name] + bound  # each operand < 2**62: no int64 wrap
+        if bounds.size and int(np.max(bounds)) >= _LIMIT:
+            raise OverflowError(f"{source}: parameter {name!r} {_too_large(float(np.max(bounds)))} summed over hospitals")
+        self.totals[name] = self.totals[name] + total
+        self.bounds[name] = bounds
 
     def value(self) -> dict[str, np.ndarray]:
         """The sum as float64 arrays."""
         return {name: total.astype(np.float64) / _SCALE for name, total in self.totals.items()}
+
+
+def _too_large(scaled_peak: float) -> str:
+    return (f"is too large for exact aggregation: an element reaches |{scaled_peak / _SCALE:.3g}|, "
+            f"expected below {_LIMIT / _SCALE:.3g}")

@@ -8,6 +8,7 @@ from fedsim.engine.fixed_point import FixedPointSum
 from fedsim.params import Params, params_nbytes
 from fedsim.pipeline.base import Pipeline
 from fedsim.protocol import Aggregate, ClientReport, Cohort, Instruction, Summaries
+from fedsim.quarantine import OK, kept_share
 from fedsim.strategies.base import Strategy
 
 
@@ -36,9 +37,12 @@ class ServerCore:
         """The strategy's weights per hospital, from the summaries the workers sent (strategies
         that weigh after training)."""
         by_hospital = {hospital: summary for batch in summaries for hospital, summary in batch}
-        ordered = _in_order(instructions, reports)
-        weights = self.strategy.weigh(round_index, instructions, ordered, [by_hospital[i.hospital] for i in instructions])
-        return {i.hospital: float(w) for i, w in zip(instructions, weights)}
+        kept = [i for i in instructions if i.hospital in by_hospital]  # quarantined hospitals sent none
+        if not kept:
+            return {}
+        ordered = _in_order(kept, reports)
+        weights = self.strategy.weigh(round_index, kept, ordered, [by_hospital[i.hospital] for i in kept])
+        return {i.hospital: float(w) for i, w in zip(kept, weights)}
 
     def aggregate(
         self, round_index: int, instructions: list[Instruction], reports: list[ClientReport], *partials: FixedPointSum
@@ -46,12 +50,25 @@ class ServerCore:
         """Fold the workers' partial sums into the next broadcast (through the update stages'
         server halves). Returns it with the round's metrics (strategy_* and pipeline_*), the
         broadcast's size in bytes, and per-hospital quantities."""
-        total = FixedPointSum()
-        for partial in partials:
-            total.merge(partial)
-        summed, stage_metrics = self.pipeline.server_side(total.value(), round_index, instructions)
-        aggregate = Aggregate(instructions, _in_order(instructions, reports), summed)
-        self.broadcast, metrics = self.strategy.aggregate(round_index, self.broadcast, aggregate)
+        ordered = _in_order(instructions, reports)
+        kept = [i for i, report in zip(instructions, ordered) if report.status == OK]
+        strategy = self.strategy
+        if not kept:  # every update quarantined: the model stays as it is
+            return self.broadcast, {}, params_nbytes(self.broadcast), {}
+        if strategy.sends_individual_updates:
+            updates = sorted((pair for batch in partials for pair in batch), key=lambda pair: pair[0])
+            total = strategy.combine(updates)
+        else:
+            exact = FixedPointSum()
+            for partial in partials:
+                exact.merge(partial)
+            total = exact.value()
+            share = 1.0 if strategy.weighs_after_training else kept_share(instructions, kept)
+            if share != 1.0:
+                total = {name: value * share for name, value in total.items()}
+        summed, stage_metrics = self.pipeline.server_side(total, round_index, kept)
+        aggregate = Aggregate(kept, _in_order(kept, reports), summed)
+        self.broadcast, metrics = strategy.aggregate(round_index, self.broadcast, aggregate)
         round_metrics = {**{f"strategy_{k}": v for k, v in metrics.items()}, **{f"pipeline_{k}": v for k, v in stage_metrics.items()}}
         return self.broadcast, round_metrics, params_nbytes(self.broadcast), self.strategy.hospital_metrics()
 

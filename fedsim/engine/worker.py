@@ -2,7 +2,12 @@
 
 When the strategy weighs after training, the worker sends only each hospital's summary, keeps the
 contributions until the server's weights come back (`weighted_sum`), and then sends one partial
-sum: the server never receives a full update per hospital.
+sum: the server never receives a full update per hospital. Only robust strategies
+(`Strategy.sends_individual_updates`: median, trimmed mean, Krum) make the worker send each
+hospital's contribution itself, since their rules are not sums.
+
+Before a contribution is summed, the pipeline's screen (fedsim.quarantine) checks it; a
+quarantined hospital is not added and keeps its state from before the round.
 
 `WorkerCore` is plain Python so tests can drive it without Ray; the pool wraps it in an actor.
 """
@@ -19,7 +24,8 @@ from fedsim.engine.fixed_point import FixedPointSum
 from fedsim.engine.memory import peak_rss_bytes
 from fedsim.params import Params
 from fedsim.pipeline.base import Pipeline
-from fedsim.protocol import ClientReport, HospitalState, Instruction, Summaries
+from fedsim.protocol import ClientReport, HospitalState, Instruction, Summaries, Updates
+from fedsim.quarantine import OK
 from fedsim.seeding import Stream, seed_for
 from fedsim.strategies.base import Strategy
 from fedsim.tasks.base import Task
@@ -64,7 +70,8 @@ class WorkerCore:
         update stage keeps hospital state.
         """
         strategy = self.strategy
-        partial: FixedPointSum | Summaries = [] if strategy.weighs_after_training else FixedPointSum()
+        individual = strategy.weighs_after_training or strategy.sends_individual_updates
+        partial: FixedPointSum | Summaries | Updates = [] if individual else FixedPointSum()
         self.held = {}
         reports: list[ClientReport] = []
         new_states: list[HospitalState] = []
@@ -80,14 +87,20 @@ class WorkerCore:
                 result, start, strategy.local_keys, instruction, round_index, run_seed, state.stages
             )
             contribution = strategy.contribution(sent, instruction, broadcast)
-            if isinstance(partial, FixedPointSum):
-                partial.add(contribution)
-            else:
-                summary = strategy.summary(contribution)
-                partial.append((hospital, summary))
-                self.held[hospital] = {name: array for name, array in contribution.items() if name not in summary}
+            status = self.pipeline.screen.verdict(sent, start, strategy.local_keys, contribution)
             strategy_state, strategy_metrics = strategy.local_state(result, instruction, broadcast, state.strategy)
-            new_states.append(HospitalState(result.state, strategy_state, stage_states))
+            if status != OK:
+                new_states.append(state)  # quarantined: not summed, and the round does not count for it
+            else:
+                new_states.append(HospitalState(result.state, strategy_state, stage_states))
+                if isinstance(partial, FixedPointSum):
+                    partial.add(contribution, f"hospital {hospital}")
+                elif strategy.sends_individual_updates:
+                    partial.append((hospital, contribution))
+                else:
+                    summary = strategy.summary(contribution)
+                    partial.append((hospital, summary))
+                    self.held[hospital] = {name: array for name, array in contribution.items() if name not in summary}
             reports.append(
                 ClientReport(
                     hospital=hospital,
@@ -97,6 +110,7 @@ class WorkerCore:
                     seconds=time.perf_counter() - started,
                     upload_bytes=upload_bytes(contribution),
                     metrics={**result.metrics, **strategy_metrics, **stage_metrics},
+                    status=status,
                 )
             )
         return [partial, reports, *new_states] if self.keeps_hospital_state else [partial, reports]
@@ -108,7 +122,7 @@ class WorkerCore:
         total = FixedPointSum()
         for hospital, contribution in self.held.items():
             weight = weights[hospital]
-            total.add({name: weight * np.asarray(array, dtype=np.float64) for name, array in contribution.items()})
+            total.add({name: weight * np.asarray(array, dtype=np.float64) for name, array in contribution.items()}, f"hospital {hospital}")
         self.held = {}
         return total, True
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from fedsim.params import Params, is_trained
 from fedsim.protocol import Instruction, LocalResult
+from fedsim.quarantine import UpdateScreen
 from fedsim.registry import Registry
 from fedsim.schema import Pluggable
 from fedsim.seeding import Stream, seed_for
@@ -83,8 +84,9 @@ class UpdateStage(ABC):
 class Pipeline:
     """The configured stages, in order."""
 
-    def __init__(self, stages: Sequence[UpdateStage]) -> None:
+    def __init__(self, stages: Sequence[UpdateStage], screen: UpdateScreen = UpdateScreen()) -> None:
         self.stages = tuple(stages)
+        self.screen = screen  # what a worker checks of each update before summing it (quarantine)
         self.keeps_hospital_state = any(stage.keeps_hospital_state for stage in self.stages)
 
     def hospital_side(
@@ -131,4 +133,8 @@ class Pipeline:
 
 
 def build_pipeline(config: "Config", task: "Task") -> Pipeline:
-    return Pipeline([spec.build(config, task) for spec in config.pipeline])
+    """The configured stages, after an update attack's (fedsim.attacks) when one is configured."""
+    from fedsim.attacks import attack_stages  # it builds on this module
+
+    stages = attack_stages(config, task.num_hospitals) + [spec.build(config, task) for spec in config.pipeline]
+    return Pipeline(stages, UpdateScreen(config.quarantine.max_norm))

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping
 import numpy as np
 
 from fedsim.params import Params, is_statistic
-from fedsim.protocol import Aggregate, ClientReport, Cohort, Instruction, LocalPlan, LocalResult
+from fedsim.protocol import Aggregate, ClientReport, Cohort, Instruction, LocalPlan, LocalResult, Updates
 from fedsim.registry import Registry
 from fedsim.schema import Pluggable
 
@@ -56,6 +56,10 @@ class Strategy(ABC):
     #: server first sees each hospital's `summary` and decides the weights with `weigh`; the
     #: workers hold the unweighted contributions meanwhile and then sum them with those weights.
     weighs_after_training: ClassVar[bool] = False
+    #: True when the aggregation rule is not a weighted sum (coordinate-wise median, trimmed mean,
+    #: Krum): each worker sends every hospital's contribution, the server holds the round's updates
+    #: (cohort x model bytes) and reduces them with `combine` in place of the exact sum.
+    sends_individual_updates: ClassVar[bool] = False
     #: True when hospitals keep strategy state between their rounds (FedBN's BN, SCAFFOLD's c_i).
     keeps_hospital_state: ClassVar[bool] = False
     #: True when normalisation layers never leave the hospitals (FedBN), so the global test
@@ -94,6 +98,11 @@ class Strategy(ABC):
               summaries: list[dict[str, np.ndarray]]) -> np.ndarray:
         """Aggregation weights, in instructions order, for strategies that weigh after training."""
         raise NotImplementedError(f"{self.name} fixes its weights before training")
+
+    def combine(self, updates: Updates) -> dict[str, np.ndarray]:
+        """The round's `total` from the (hospital, contribution) pairs of the kept hospitals, in
+        hospital order, for strategies that send individual updates."""
+        raise NotImplementedError(f"{self.name} aggregates an exact weighted sum")
 
     def local_state(
         self, result: LocalResult, instruction: Instruction, broadcast: Params, state: Any

@@ -1,0 +1,89 @@
+"""Quarantine of bad updates: a hospital whose update is NaN/inf, or whose norm exceeds
+`quarantine.max_norm`, is left out of that round's aggregate and the round goes on.
+
+The worker screens each hospital's contribution before adding it to the exact fixed-point sum
+(fedsim.engine.worker), so a quarantined hospital is simply not summed; its report carries the
+reason (the `status` column of clients.parquet) and it keeps its state from before the round.
+The server then renormalises (`kept_share`): strategies that fix their weights before training
+sum weight_k * x_k with weights that add up to W over the cohort, so over the kept hospitals K
+
+    total_K * W / sum_{k in K} weight_k
+
+is the same weighted mean over K alone. That holds for FedAvg's sample shares (and FedProx,
+FedBN, FedAdam/Yogi, FedAvgM), for FedNova (both sum_k p_k d_k and tau_eff = sum_k p_k a_k scale
+by the same factor, so tau_eff * d is FedNova over K) and for SCAFFOLD's uniform 1/|S| (its
+server step is then told |K| hospitals took part, as the strategy sees only the kept ones).
+Strategies that weigh after training (FedMRL) weigh the kept hospitals' summaries only; robust
+strategies receive only the kept updates.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Literal, Sequence
+
+import numpy as np
+from pydantic import Field
+
+from fedsim.errors import FedsimError
+from fedsim.params import Params, is_trained
+from fedsim.protocol import ClientReport, Instruction, LocalResult
+from fedsim.schema import Strict
+
+OK = "ok"
+
+
+class QuarantineConfig(Strict):
+    """The `quarantine` section: `policy: skip` leaves a bad update out of the round (and says so
+    on stderr); `policy: fail` stops the run at that round with one line naming the hospital."""
+
+    policy: Literal["skip", "fail"] = "skip"
+    max_norm: float | None = Field(None, gt=0, description="largest L2 norm of an update w_k - w_start (none: no bound)")
+
+
+class QuarantineError(FedsimError):
+    """An update was quarantined under `quarantine.policy: fail`."""
+
+
+@dataclass(frozen=True)
+class UpdateScreen:
+    """What a worker checks of each hospital's update before summing it."""
+
+    max_norm: float | None = None
+
+    def verdict(self, sent: LocalResult, start: Params, local_keys: frozenset[str], contribution: dict[str, np.ndarray]) -> str:
+        """OK, or why the update is quarantined."""
+        for name, array in contribution.items():
+            if not np.all(np.isfinite(array)):
+                return f"quarantined: non-finite values in {name}"
+        if self.max_norm is not None:
+            squares = sum(
+                float(np.sum(np.square(array.astype(np.float64) - start[name])))
+                for name, array in sent.params.items()
+                if is_trained(name, array) and name not in local_keys
+            )
+            norm = float(np.sqrt(squares))
+            if not norm <= self.max_norm:
+                return f"quarantined: update norm {norm:.3g} above quarantine.max_norm {self.max_norm:g}"
+        return OK
+
+
+def kept_share(instructions: Sequence[Instruction], kept: Sequence[Instruction]) -> float:
+    """W / sum of the kept weights: the factor that makes the kept hospitals' weighted sum a
+    weighted mean again (1 when nobody was quarantined)."""
+    if len(kept) == len(instructions):
+        return 1.0
+    kept_weight = float(sum(i.weight for i in kept))
+    return float(sum(i.weight for i in instructions)) / kept_weight if kept_weight else 0.0
+
+
+def announce(round_index: int, reports: Sequence[ClientReport], policy: str) -> None:
+    """One stderr line per quarantined hospital; under `fail`, stop with the first one."""
+    for report in reports:
+        if report.status == OK:
+            continue
+        message = f"round {round_index}: hospital {report.hospital} {report.status}"
+        if policy == "fail":
+            raise QuarantineError(f"{message} (quarantine.policy is fail; use skip to leave such updates out)")
+        print(f"fedsim: {message}; left out of the aggregate", file=sys.stderr)
