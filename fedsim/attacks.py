@@ -75,9 +75,8 @@ def flip_labels(federation: Any, config: Any) -> Any:
     attack = config.attack
     if attack is None or attack.kind != "label_flip":
         return federation
-    dataset = federation.dataset
-    labels = dataset.train.labels.copy()
+    labels = federation.train_labels.copy()
     for hospital in sorted(attackers(config.seed, federation.num_hospitals, attack.fraction)):
         indices = federation.train_parts[hospital]
-        labels[indices] = dataset.num_classes - 1 - labels[indices]
-    return replace(federation, dataset=replace(dataset, train=replace(dataset.train, labels=labels)))
+        labels[indices] = federation.dataset.num_classes - 1 - labels[indices]
+    return replace(federation, reported_labels=labels)

@@ -107,7 +107,8 @@ def test_report_on_a_truncated_part_shows_the_rest_and_names_it(tmp_path: Path, 
     damaged.write_bytes(damaged.read_bytes()[:40])
     code, out, err = run_cli(capsys, "report", str(run_dir))
     assert code == 2
-    assert "| 1 |" in out and "| 3 |" in out and "| 2 |" not in out
+    shown = [int(line.split("|")[1].split()[0]) for line in out.splitlines() if line.startswith("|") and line.split("|")[1].strip()[:1].isdigit()]
+    assert shown == [1, 3]
     assert f"damaged part skipped (not readable): {damaged}" in out
     assert len(err.strip().splitlines()) == 1 and str(damaged) in err
     with pytest.raises(DataError, match="part-000002.parquet: damaged Parquet part"):

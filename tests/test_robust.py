@@ -88,9 +88,10 @@ def test_label_flip_flips_only_the_attackers_training_labels() -> None:
     assert len(malicious) == 1
     classes = clean.federation.dataset.num_classes
     for hospital in range(3):
-        _, before = clean.federation.hospital_arrays(hospital, "train")
-        _, after = flipped.federation.hospital_arrays(hospital, "train")
+        images, before = clean.federation.hospital_arrays(hospital, "train")
+        same_images, after = flipped.federation.hospital_arrays(hospital, "train")
         assert np.array_equal(after, classes - 1 - before if hospital in malicious else before)
+        assert np.array_equal(images, same_images)  # only the labels lie
         _, test_before = clean.federation.hospital_arrays(hospital, "test")
         _, test_after = flipped.federation.hospital_arrays(hospital, "test")
         assert np.array_equal(test_before, test_after)

@@ -62,8 +62,6 @@ class ImageDataset:
                     f"{self.name}: {split} labels: expected values in [0, {self.num_classes}), "
                     f"got [{data.labels.min()}, {data.labels.max()}]"
                 )
-        if not len(self.train):
-            raise DataError(f"{self.name}: the train split is empty; expected training images")
         if not len(self.test):
             raise DataError(f"{self.name}: the test split is empty; the global model is scored on it, expected test images")
 

@@ -22,6 +22,7 @@ from fedsim.config import (
     SyntheticSource,
 )
 from fedsim.data.arrays import ImageDataset, ImageSet
+from fedsim.data.errors import DataError
 from fedsim.data.isic import load_isic2018
 from fedsim.data.medmnist import load_medmnist
 from fedsim.data.messidor import load_messidor
@@ -74,6 +75,9 @@ class Federation:
     scanner_profiles: np.ndarray  # (hospitals, 4); identity rows when there is no feature shift
     seed: int
     generated: Generated | None = None
+    #: What hospitals report as labels where it is not the truth (a label-flipping attack); the
+    #: images always follow `train_labels`.
+    reported_labels: np.ndarray | None = None
 
     @property
     def num_hospitals(self) -> int:
@@ -88,10 +92,11 @@ class Federation:
         profile = self.scanner_profiles[hospital]
         if not _is_identity(profile):
             images = apply_scanner(images, profile, seed_for(self.seed, Stream.SCANNER, hospital, _SPLIT_KEY[split]))
-        return images, labels
+        return images, labels if self.reported_labels is None else self.reported_labels[indices]
 
     def statistics(self) -> pa.Table:
-        return partition_stats(self.train_labels, list(self.train_parts), list(self.test_parts), self.dataset.num_classes)
+        labels = self.train_labels if self.reported_labels is None else self.reported_labels
+        return partition_stats(labels, list(self.train_parts), list(self.test_parts), self.dataset.num_classes)
 
 
 def _is_identity(profile: np.ndarray) -> bool:
@@ -149,6 +154,8 @@ def build_federation(config: DataConfig, seed: int, given: ImageDataset | None =
     dataset = load_dataset(config, seed, given)
     generated = Generated(config.source, seed) if isinstance(config.source, SyntheticSource) and given is None else None
     labels = dataset.train.labels if generated is None else _synthetic_labels(config.source, seed)
+    if not len(labels):  # (a synthetic dataset's train split holds no images: they are Generated)
+        raise DataError(f"{dataset.name}: the train split is empty; expected training images")
     if config.hospitals > len(labels):
         raise ConfigError(
             f"data.hospitals: expected at most the {len(labels)} training samples of {dataset.name}, got {config.hospitals}"
