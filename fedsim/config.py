@@ -14,6 +14,7 @@ from pydantic import ConfigDict, Field, SerializeAsAny, ValidationError, field_v
 
 from fedsim.errors import ConfigError
 from fedsim.pipeline.base import StageConfig
+from fedsim.privacy.settings import CompressionConfig, PrivacyConfig
 from fedsim.schema import Strict as _Strict
 from fedsim.schema import one_line_error
 from fedsim.strategies.base import StrategyConfig
@@ -150,9 +151,15 @@ class TrainConfig(_Strict):
 
 
 class SamplingConfig(_Strict):
-    """Which hospitals train each round: "all", a count (int >= 1) or a fraction (float in (0, 1])."""
+    """Which hospitals train each round: "all", a count (int >= 1) or a fraction (float in (0, 1]).
+
+    `scheme` "fixed" draws exactly that many without replacement; "poisson" includes each
+    hospital independently with probability clients_per_round / hospitals (seeded per round), the
+    sampling the DP accountant's amplification analysis assumes.
+    """
 
     clients_per_round: Any = "all"
+    scheme: Literal["fixed", "poisson"] = "fixed"
 
     @field_validator("clients_per_round")
     @classmethod
@@ -216,6 +223,8 @@ class Config(_Strict):
     sampling: SamplingConfig = SamplingConfig()
     engine: EngineConfig = EngineConfig()
     eval: EvalConfig = EvalConfig()
+    privacy: PrivacyConfig | None = None
+    compression: CompressionConfig | None = None
 
     @field_validator("strategy", mode="before")
     @classmethod
@@ -261,13 +270,19 @@ class Config(_Strict):
     @model_validator(mode="after")
     def _consistent(self) -> "Config":
         spec = self.task_spec()
-        for part, needs in [(f"strategy.name: {self.strategy.name}", self.strategy.requirements())] + [
+        needed = [(f"strategy.name: {self.strategy.name}", self.strategy.requirements())] + [
             (f"pipeline.{i}.stage: {stage.stage}", stage.requirements()) for i, stage in enumerate(self.pipeline)
-        ]:
+        ]
+        if self.privacy is not None:
+            needed.append((f"privacy.mechanism: {self.privacy.mechanism}", self.privacy.requirements()))
+        for part, needs in needed:
             for capability, why in needs.items():
                 if capability not in spec.capabilities:
                     raise ValueError(f"{part} needs {capability} ({why}), which task {self.task} does not offer")
         self.strategy.check(self)
+        for section in (self.privacy, self.compression):
+            if section is not None:
+                section.check(self)
         spec.check(self)
         per_round = self.sampling.clients_per_round
         if isinstance(per_round, int) and per_round > self.num_hospitals():

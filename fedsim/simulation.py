@@ -3,6 +3,7 @@ fedsim.engine.rounds on the configured backend."""
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from fedsim.engine.memory import peak_rss_bytes
 from fedsim.engine.rounds import RoundOutcome, RoundSchedule, run_round
 from fedsim.metrics import worst_decile_mean
 from fedsim.pipeline.base import build_pipeline
+from fedsim.privacy.ledger import PrivacyLedger
 from fedsim.protocol import ClientReport
 from fedsim.results import CLIENTS, HOSPITAL_EVAL, MODEL, PARTITION, RESOURCES, ROUNDS, RunDirectory
 from fedsim.strategies import build_strategy
@@ -44,6 +46,8 @@ class Simulation:
         self.task: Task = build_task(config, dataset)  # data errors surface here, before Ray starts
         self.strategy = build_strategy(config, self.task)
         self.pipeline = build_pipeline(config, self.task)
+        self.privacy = PrivacyLedger(config, self.task.hospital_sizes()) if config.privacy else None
+        self.stopped: str | None = None  # why the run ended before config.rounds, if it did
         self.run_dir = RunDirectory.create(out, config)
         partition = self.task.partition_table()
         if partition is not None:
@@ -61,9 +65,16 @@ class Simulation:
                 for round_index in range(1, config.rounds + 1):
                     started = time.perf_counter()
                     cohort = schedule.cohort(round_index)
+                    if self.privacy is not None and not self.privacy.affordable(cohort):
+                        self.stopped = (f"privacy budget: round {round_index} would spend epsilon "
+                                        f"{self.privacy.epsilon_after(cohort):.3g} > target_epsilon {self.privacy.budget:g}; "
+                                        f"stopped after round {round_index - 1}")
+                        tqdm.write(self.stopped, file=sys.stderr)
+                        break
                     outcome = run_round(backend, task, round_index, cohort, schedule.scored(round_index, cohort))
                     seconds = time.perf_counter() - started
-                    self._write_round(outcome, seconds, backend)
+                    spent = self.privacy.record(cohort) if self.privacy is not None else {}
+                    self._write_round(outcome, seconds, backend, spent)
                     headline = outcome.global_metrics.get(task.headline_metric, NAN)
                     summaries.append(RoundSummary(round_index, seconds, headline))
                     progress.set_postfix({task.headline_metric: f"{headline:.3f}" if outcome.global_metrics else "-"})
@@ -78,7 +89,7 @@ class Simulation:
         state = {name: torch.from_numpy(np.array(array)) for name, array in backend.global_params().items()}
         self.run_dir.write_atomically(MODEL, lambda path: torch.save(state, path))
 
-    def _write_round(self, outcome: RoundOutcome, seconds: float, backend: Backend) -> None:
+    def _write_round(self, outcome: RoundOutcome, seconds: float, backend: Backend, spent: dict[str, float]) -> None:
         """Append this round's rows: hospitals first, then the round row that marks it complete."""
         round_index, per_hospital, global_metrics = outcome.round_index, outcome.hospital_scores, outcome.global_metrics
         self.run_dir.append(RESOURCES, round_index, [{"round": round_index, "driver_peak_rss": peak_rss_bytes(), **backend.memory()}])
@@ -104,6 +115,7 @@ class Simulation:
             "bytes_received": sum(report.upload_bytes for report in outcome.reports),
         }
         row.update({name: float(value) for name, value in outcome.round_metrics.items()})
+        row.update(spent)  # epsilon, delta and noise_multiplier of a DP run
         self.run_dir.append(ROUNDS, round_index, [row])
 
 

@@ -25,9 +25,11 @@ from fedsim.strategies.base import Strategy
 from fedsim.tasks.base import Task
 
 
-def upload_bytes(contribution: dict[str, np.ndarray]) -> int:
-    """Bytes a real hospital would upload for this contribution, in float32 on the wire."""
-    return int(sum(4 * np.asarray(array).size for array in contribution.values()))
+def upload_bytes(contribution: dict[str, np.ndarray], encoded: Mapping[str, int] | None = None) -> int:
+    """Bytes a real hospital would upload for this contribution: float32 on the wire, except the
+    entries an update stage encodes (compression), which count their `encoded` size."""
+    encoded = encoded or {}
+    return int(sum(encoded.get(name, 4 * np.asarray(array).size) for name, array in contribution.items()))
 
 
 def keeps_hospital_state(task: Task, strategy: Strategy, pipeline: Pipeline) -> bool:
@@ -76,7 +78,7 @@ class WorkerCore:
             plan = strategy.local_plan(instruction, broadcast, state.strategy)
             seed = seed_for(run_seed, Stream.LOCAL_TRAINING, round_index, hospital)
             result = self.task.train(hospital, start, plan, state.task, seed)
-            sent, stage_states, stage_metrics = self.pipeline.hospital_side(
+            sent, stage_states, stage_metrics, encoded = self.pipeline.hospital_side(
                 result, start, strategy.local_keys, instruction, round_index, run_seed, state.stages
             )
             contribution = strategy.contribution(sent, instruction, broadcast)
@@ -95,7 +97,7 @@ class WorkerCore:
                     steps=result.steps,
                     weight=instruction.weight,
                     seconds=time.perf_counter() - started,
-                    upload_bytes=upload_bytes(contribution),
+                    upload_bytes=upload_bytes(contribution, encoded),
                     metrics={**result.metrics, **strategy_metrics, **stage_metrics},
                 )
             )

@@ -67,6 +67,11 @@ class UpdateStage(ABC):
         per-hospital quantities for clients.parquet."""
         return update, state, {}
 
+    def wire_bytes(self, update: Params) -> dict[str, int] | None:
+        """Bytes each entry of `update` (as this stage's hospital half left it) takes on the wire,
+        when the stage encodes it (compression); None: float32 as usual, or as an earlier stage said."""
+        return None
+
     def server(self, total: dict[str, np.ndarray], round_index: int, instructions: list[Instruction]) -> tuple[dict[str, np.ndarray], dict[str, float]]:
         """The exact sum as the strategy will aggregate it, and round quantities for rounds.parquet."""
         return total, {}
@@ -88,22 +93,24 @@ class Pipeline:
         round_index: int,
         run_seed: int,
         states: tuple[Any, ...],
-    ) -> tuple[LocalResult, tuple[Any, ...], dict[str, float]]:
-        """`result` with its shared update passed through every stage's hospital half."""
+    ) -> tuple[LocalResult, tuple[Any, ...], dict[str, float], dict[str, int]]:
+        """`result` with its shared update passed through every stage's hospital half, the
+        stages' new states and metrics, and the wire size of each entry a stage encodes."""
         if not self.stages:
-            return result, states, {}
+            return result, states, {}, {}
         shared = [n for n, a in result.params.items() if is_trained(n, a) and n not in local_keys]
         update = {name: result.params[name].astype(np.float64) - start[name] for name in shared}
         states = states or (None,) * len(self.stages)
-        new_states, metrics = [], {}
+        new_states, metrics, encoded = [], {}, {}
         for index, (stage, state) in enumerate(zip(self.stages, states)):
             seed = seed_for(run_seed, Stream.UPDATE_STAGE, round_index, instruction.hospital, index)
             context = HospitalContext(round_index, instruction.hospital, instruction.weight, seed)
             update, state, stage_metrics = stage.hospital(update, context, state)
             new_states.append(state)
             metrics.update(stage_metrics)
+            encoded = stage.wire_bytes(update) or encoded
         params = {**result.params, **{name: start[name].astype(np.float64) + update[name] for name in shared}}
-        return replace(result, params=params), tuple(new_states), metrics
+        return replace(result, params=params), tuple(new_states), metrics, encoded
 
     def server_side(
         self, total: dict[str, np.ndarray], round_index: int, instructions: list[Instruction]
@@ -116,4 +123,7 @@ class Pipeline:
 
 
 def build_pipeline(config: "Config", task: "Task") -> Pipeline:
-    return Pipeline([spec.build(config, task) for spec in config.pipeline])
+    """The `pipeline` list's stages, then those the `privacy` and `compression` sections expand to."""
+    from fedsim.privacy.stages import section_stages
+
+    return Pipeline([spec.build(config, task) for spec in config.pipeline] + section_stages(config, task))
