@@ -14,7 +14,8 @@ from pydantic import ConfigDict, Field, SerializeAsAny, ValidationError, field_v
 
 from fedsim.errors import ConfigError
 from fedsim.pipeline.base import StageConfig
-from fedsim.privacy.settings import CompressionConfig, PrivacyConfig
+from fedsim.privacy.secagg import SecureAggregationConfig
+from fedsim.privacy.settings import CompressionConfig, PrivacyConfig, refuse_other_strategies
 from fedsim.schema import Strict as _Strict
 from fedsim.schema import one_line_error
 from fedsim.strategies.base import StrategyConfig
@@ -225,6 +226,7 @@ class Config(_Strict):
     eval: EvalConfig = EvalConfig()
     privacy: PrivacyConfig | None = None
     compression: CompressionConfig | None = None
+    secure_aggregation: SecureAggregationConfig | None = None
 
     @field_validator("strategy", mode="before")
     @classmethod
@@ -283,6 +285,8 @@ class Config(_Strict):
         for section in (self.privacy, self.compression):
             if section is not None:
                 section.check(self)
+        if self.secure_aggregation is not None:
+            refuse_other_strategies("secure_aggregation", self, "the server only learns the sum of fixed-weight contributions")
         spec.check(self)
         per_round = self.sampling.clients_per_round
         if isinstance(per_round, int) and per_round > self.num_hospitals():

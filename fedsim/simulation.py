@@ -75,6 +75,10 @@ class Simulation:
                     seconds = time.perf_counter() - started
                     spent = self.privacy.record(cohort) if self.privacy is not None else {}
                     self._write_round(outcome, seconds, backend, spent)
+                    if outcome.round_metrics.get("pipeline_secagg_failed") and config.secure_aggregation.on_failure == "stop":
+                        self.stopped = f"secure aggregation: round {round_index} had too few survivors to unmask; stopped"
+                        tqdm.write(self.stopped, file=sys.stderr)
+                        break
                     headline = outcome.global_metrics.get(task.headline_metric, NAN)
                     summaries.append(RoundSummary(round_index, seconds, headline))
                     progress.set_postfix({task.headline_metric: f"{headline:.3f}" if outcome.global_metrics else "-"})

@@ -20,21 +20,15 @@ from fedsim.privacy.dp import CentralDP, LocalDP
 from fedsim.privacy.dp_sgd import DPSGD
 from fedsim.privacy.ledger import PrivacyLedger
 from fedsim.protocol import Cohort
-from fedsim.seeding import Stream, rng_for, seed_for
+from fedsim.seeding import Stream, rng_for
 from fedsim.strategies.fedavg import FedAvg
 from fedsim.strategies.fedavgm import FedAvgM
 from in_process import SEED, one_round
-from toy_task import ToyTask, full_cohort
+from toy_task import ToyTask, first_round_updates, full_cohort
 
 
 def _dp_config(*extra: str, mechanism: str = "central", budget: str = "noise_multiplier: 1.0"):
     return load_config(None, [f"privacy={{mechanism: {mechanism}, clip_norm: 1.0, {budget}}}", "model.name=small_cnn_gn", *extra])
-
-
-def _updates(task: ToyTask) -> list[np.ndarray]:
-    start = np.zeros(5, dtype=np.float32)
-    return [task.local_update(h, start, seed_for(SEED, Stream.LOCAL_TRAINING, 1, h)).astype(np.float64) - start
-            for h in range(task.num_hospitals)]
 
 
 def test_central_dp_is_the_fixed_denominator_sum_of_clipped_updates_plus_the_formula_noise() -> None:
@@ -43,7 +37,7 @@ def test_central_dp_is_the_fixed_denominator_sum_of_clipped_updates_plus_the_for
     clip, sigma, m = 0.5, 0.3, 4.0
     stage = CentralDP(clip, sigma, m, run_seed=SEED)
     broadcast, reports, _, metrics = one_round(task, FedAvg(), full_cohort(task), pipeline=Pipeline([stage]))
-    clipped = [u * min(1.0, clip / np.linalg.norm(u)) for u in _updates(task)]
+    clipped = [u * min(1.0, clip / np.linalg.norm(u)) for u in first_round_updates(task, SEED)]
     assert all(np.linalg.norm(c) <= clip * (1 + 1e-12) for c in clipped)
     assert any(r.metrics["clipped"] == 1.0 for r in reports)
     noise = rng_for(SEED, Stream.SERVER_NOISE, 1).normal(0.0, sigma * clip / m, size=5)

@@ -28,6 +28,12 @@ class FixedPointSum:
 
     def add(self, values: Mapping[str, np.ndarray]) -> None:
         """Add one contribution; raise OverflowError rather than wrap silently."""
+        self.add_fixed(self.quantise(values))
+
+    def quantise(self, values: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One contribution rounded to fixed point (int64), counted against the overflow bound
+        (secure aggregation masks it before `add_fixed`)."""
+        quantised = {}
         for name, array in values.items():
             scaled = np.asarray(array, dtype=np.float64) * _SCALE
             peak = float(np.max(np.abs(scaled))) if scaled.size else 0.0
@@ -39,11 +45,16 @@ class FixedPointSum:
                     f"contribution {name!r} is too large for exact aggregation "
                     f"(|value| must stay below {_LIMIT / _SCALE:.3g} summed over hospitals)"
                 )
-            quantised = np.rint(scaled).astype(np.int64)
+            quantised[name] = np.rint(scaled).astype(np.int64)
+        return quantised
+
+    def add_fixed(self, quantised: Mapping[str, np.ndarray]) -> None:
+        """Add an already quantised (or masked: int64 addition wraps, i.e. works mod 2^64) contribution."""
+        for name, values in quantised.items():
             if name in self.totals:
-                self.totals[name] += quantised
+                self.totals[name] += values
             else:
-                self.totals[name] = quantised
+                self.totals[name] = values
         self.count += 1
 
     def merge(self, other: "FixedPointSum") -> None:

@@ -51,13 +51,14 @@ class WorkerPool:
         """Run one round's local training; returns partial-aggregate refs (summaries when the
         strategy weighs after training) and the reports."""
         partial_refs, report_refs, self.trained_last = [], [], []
+        cohort = [instruction.hospital for instruction in instructions]
         for worker, positions in zip(self.workers, balance(costs, len(self.workers))):
             if not positions:
                 continue
             jobs = [instructions[p] for p in positions]
             states = self._states_of([job.hospital for job in jobs])
             returns = 2 + len(jobs) if self.keeps_hospital_state else 2
-            refs = worker.train.options(num_returns=returns).remote(round_index, run_seed, global_ref, jobs, *states)
+            refs = worker.train.options(num_returns=returns).remote(round_index, run_seed, global_ref, jobs, *states, cohort=cohort)
             self.trained_last.append(worker)
             partial_refs.append(refs[0])
             report_refs.append(refs[1])

@@ -44,10 +44,18 @@ class ServerCore:
         """Fold the workers' partial sums into the next broadcast (through the update stages'
         server halves). Returns it with the round's metrics (strategy_* and pipeline_*), the
         broadcast's size in bytes, and per-hospital quantities."""
-        total = FixedPointSum()
-        for partial in partials:
-            total.merge(partial)
-        summed, stage_metrics = self.pipeline.server_side(total.value(), round_index, instructions)
+        secure = self.pipeline.secure_aggregation
+        if secure:
+            summed, stage_metrics = secure.unmasked_total(partials, instructions, round_index)
+            if summed is None:  # too few survivors: the round fails, the model stays
+                return self.broadcast, {f"pipeline_{k}": v for k, v in stage_metrics.items()}, params_nbytes(self.broadcast), {}
+        else:
+            total, stage_metrics = FixedPointSum(), {}
+            for partial in partials:
+                total.merge(partial)
+            summed = total.value()
+        summed, more_metrics = self.pipeline.server_side(summed, round_index, instructions)
+        stage_metrics = {**stage_metrics, **more_metrics}
         aggregate = Aggregate(instructions, _in_order(instructions, reports), summed)
         self.broadcast, metrics = self.strategy.aggregate(round_index, self.broadcast, aggregate)
         round_metrics = {**{f"strategy_{k}": v for k, v in metrics.items()}, **{f"pipeline_{k}": v for k, v in stage_metrics.items()}}

@@ -57,16 +57,18 @@ class WorkerCore:
         broadcast: Params,
         instructions: Sequence[Instruction],
         *states: HospitalState | None,
+        cohort: Sequence[int] = (),
     ) -> list[Any]:
-        """Train each instructed hospital from the broadcast; `states` align with `instructions`.
+        """Train each instructed hospital from the broadcast; `states` align with `instructions`;
+        `cohort`: every hospital of the round (secure aggregation masks with neighbours in it).
 
         Returns [partial aggregate, reports, *new states]: the partial aggregate is a
         FixedPointSum (or the hospitals' summaries, when the strategy weighs after training), and
         the states are returned one object per hospital only when the task, the strategy or an
         update stage keeps hospital state.
         """
-        strategy = self.strategy
-        partial: FixedPointSum | Summaries = [] if strategy.weighs_after_training else FixedPointSum()
+        strategy, secure = self.strategy, self.pipeline.secure_aggregation
+        partial: FixedPointSum | Summaries = [] if strategy.weighs_after_training else secure.new_sum() if secure else FixedPointSum()
         self.held = {}
         reports: list[ClientReport] = []
         new_states: list[HospitalState] = []
@@ -82,7 +84,9 @@ class WorkerCore:
                 result, start, strategy.local_keys, instruction, round_index, run_seed, state.stages
             )
             contribution = strategy.contribution(sent, instruction, broadcast)
-            if isinstance(partial, FixedPointSum):
+            if secure:
+                stage_metrics["secagg_dropped"] = float(not secure.add_masked(partial, contribution, hospital, cohort, round_index))
+            elif isinstance(partial, FixedPointSum):
                 partial.add(contribution)
             else:
                 summary = strategy.summary(contribution)
@@ -97,7 +101,7 @@ class WorkerCore:
                     steps=result.steps,
                     weight=instruction.weight,
                     seconds=time.perf_counter() - started,
-                    upload_bytes=upload_bytes(contribution, encoded),
+                    upload_bytes=secure.upload_bytes(contribution, len(cohort)) if secure else upload_bytes(contribution, encoded),
                     metrics={**result.metrics, **strategy_metrics, **stage_metrics},
                 )
             )

@@ -80,8 +80,10 @@ class UpdateStage(ABC):
 class Pipeline:
     """The configured stages, in order."""
 
-    def __init__(self, stages: Sequence[UpdateStage]) -> None:
+    def __init__(self, stages: Sequence[UpdateStage], secure_aggregation: Any = None) -> None:
         self.stages = tuple(stages)
+        #: fedsim.privacy.secagg.SecureAggregation, or None: how contributions are summed
+        self.secure_aggregation = secure_aggregation
         self.keeps_hospital_state = any(stage.keeps_hospital_state for stage in self.stages)
 
     def hospital_side(
@@ -123,7 +125,10 @@ class Pipeline:
 
 
 def build_pipeline(config: "Config", task: "Task") -> Pipeline:
-    """The `pipeline` list's stages, then those the `privacy` and `compression` sections expand to."""
+    """The `pipeline` list's stages, then those the `privacy` and `compression` sections expand
+    to, and the `secure_aggregation` section's masked summation."""
+    from fedsim.privacy.secagg import SecureAggregation
     from fedsim.privacy.stages import section_stages
 
-    return Pipeline([spec.build(config, task) for spec in config.pipeline] + section_stages(config, task))
+    secure = SecureAggregation(config.secure_aggregation, config.seed) if config.secure_aggregation else None
+    return Pipeline([spec.build(config, task) for spec in config.pipeline] + section_stages(config, task), secure)

@@ -81,3 +81,6 @@ class CompressionConfig(Strict):
 
     def check(self, config: "Config") -> None:
         refuse_other_strategies("compression.scheme", config, "the server must rebuild the aggregate from compressed updates alone")
+        if config.secure_aggregation is not None:
+            raise ValueError("compression.scheme: cannot combine with secure_aggregation (masked vectors are uniform "
+                             "64-bit words, which no compression shrinks, and top-k supports differ between hospitals)")

@@ -1,0 +1,110 @@
+"""Secure aggregation: unmasking recovers the survivors' fixed-point sum bitwise, masked vectors
+look uniform, dropouts are recovered from Shamir shares, and too few survivors fail the round."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from fedsim.config import load_config
+from fedsim.engine.fixed_point import FixedPointSum
+from fedsim.errors import ConfigError
+from fedsim.pipeline.base import Pipeline
+from fedsim.privacy.secagg import (
+    MaskedSum,
+    SecureAggregation,
+    SecureAggregationConfig,
+    neighbour_graph,
+    reconstruct,
+    share,
+)
+from fedsim.strategies.fedavg import FedAvg
+from in_process import one_round
+from toy_task import ToyTask, full_cohort
+
+
+def _secure(threshold: int = 3, neighbours: int = 4, dropout: float = 0.0, seed: int = 5) -> SecureAggregation:
+    return SecureAggregation(SecureAggregationConfig(threshold=threshold, neighbours=neighbours, dropout=dropout), seed)
+
+
+def _contributions(n: int, size: int = 300) -> dict[int, dict[str, np.ndarray]]:
+    rng = np.random.default_rng(1)
+    return {h: {"a": rng.normal(size=(size // 3, 2)), "b": rng.normal(size=size // 3)} for h in range(n)}
+
+
+def _plain(contributions: dict[int, dict[str, np.ndarray]], hospitals) -> FixedPointSum:
+    total = FixedPointSum()
+    for h in hospitals:
+        total.add(contributions[h])
+    return total
+
+
+def test_round_with_secure_aggregation_is_bitwise_the_plain_round() -> None:
+    task = ToyTask(num_hospitals=6)
+    pipeline = Pipeline([], _secure(threshold=2, neighbours=2))
+    plain, plain_reports, *_ = one_round(task, FedAvg(), full_cohort(task), workers=2)
+    secure, reports, _, metrics = one_round(task, FedAvg(), full_cohort(task), workers=2, pipeline=pipeline)
+    np.testing.assert_array_equal(secure["w"], plain["w"])
+    assert metrics["pipeline_secagg_survivors"] == 6 and metrics["pipeline_secagg_failed"] == 0
+    assert all(r.upload_bytes > p.upload_bytes for r, p in zip(reports, plain_reports))  # 64-bit words, a key, shares
+
+
+def test_masked_partial_sums_are_uniform_words_and_unmask_exactly() -> None:
+    secure, contributions = _secure(), _contributions(8, size=3000)
+    cohort = list(range(8))
+    partials = [MaskedSum(), MaskedSum()]
+    for h in cohort:  # two workers pre-summing four hospitals each
+        assert secure.add_masked(partials[h % 2], contributions[h], h, cohort, round_index=1)
+    plain = _plain(contributions, cohort)
+    for partial in partials:  # what the server receives: no resemblance to the plain sum, uniform 64-bit words
+        words = np.concatenate([partial.totals[n].ravel() for n in sorted(partial.totals)]).view(np.uint64)
+        assert stats.kstest(words / 2.0**64, "uniform").pvalue > 1e-3
+        high_bytes = (words >> np.uint64(56)).astype(np.int64)
+        assert stats.chisquare(np.bincount(high_bytes, minlength=256)).pvalue > 1e-3
+    total, metrics = secure.unmask(partials, cohort, 1)
+    for name in plain.totals:
+        np.testing.assert_array_equal(total.totals[name], plain.totals[name])
+    assert metrics["secagg_dropped"] == 0
+
+
+def test_dropouts_after_masking_are_recovered_exactly_from_shares() -> None:
+    secure, contributions = _secure(threshold=3, neighbours=6, dropout=0.25), _contributions(10)
+    cohort = list(range(10))
+    partial = MaskedSum()
+    survived = [h for h in cohort if secure.add_masked(partial, contributions[h], h, cohort, round_index=3)]
+    assert len(survived) == 7  # the seeded dropouts of this round: 3 of 10
+    total, metrics = secure.unmask([partial], cohort, 3)
+    plain = _plain(contributions, survived)
+    for name in plain.totals:
+        np.testing.assert_array_equal(total.totals[name], plain.totals[name])
+    assert metrics["secagg_dropped"] == 10 - len(survived)
+
+
+def test_too_few_surviving_share_holders_fail_the_round_and_keep_the_model() -> None:
+    task = ToyTask(num_hospitals=6)
+    pipeline = Pipeline([], _secure(threshold=5, neighbours=4, dropout=0.6))
+    start = task.initial_params(0)
+    broadcast, reports, _, metrics = one_round(task, FedAvg(), full_cohort(task), pipeline=pipeline)
+    assert metrics["pipeline_secagg_failed"] == 1.0
+    np.testing.assert_array_equal(broadcast["w"], start["w"])
+    assert sum(r.metrics["secagg_dropped"] for r in reports) == metrics["pipeline_secagg_dropped"] >= 1
+
+
+def test_shamir_needs_threshold_shares_and_graph_is_symmetric() -> None:
+    rng = np.random.default_rng(0)
+    secret = int.from_bytes(rng.bytes(32), "little")
+    shares = share(secret, list(range(7)), 4, rng)
+    assert reconstruct({h: shares[h] for h in (0, 3, 5, 6)}) == secret
+    assert reconstruct({h: shares[h] for h in (0, 3, 5)}) != secret
+    graph = neighbour_graph(list(range(20)), 6, run_seed=3, round_index=1)
+    assert all(len(n) == 6 and all(h in graph[j] for j in n) for h, n in graph.items())
+
+
+def test_secure_aggregation_config_is_validated() -> None:
+    with pytest.raises(ConfigError, match="threshold: expected at most neighbours"):
+        load_config(None, ["secure_aggregation={threshold: 9, neighbours: 4}"])
+    with pytest.raises(ConfigError, match="secure_aggregation: strategy fedmrl is not supported"):
+        load_config(None, ["strategy=fedmrl", "secure_aggregation={threshold: 2, neighbours: 4}"])
+    with pytest.raises(ConfigError, match="cannot combine with secure_aggregation"):
+        load_config(None, ["compression={scheme: quantize}", "secure_aggregation={threshold: 2, neighbours: 4}"])
