@@ -50,6 +50,20 @@ def test_round_with_secure_aggregation_is_bitwise_the_plain_round() -> None:
     assert all(r.upload_bytes > p.upload_bytes for r, p in zip(reports, plain_reports))  # 64-bit words, a key, shares
 
 
+def test_fedavg_with_dropouts_averages_the_survivors() -> None:
+    task = ToyTask(num_hospitals=8)
+    pipeline = Pipeline([], _secure(threshold=2, neighbours=4, dropout=0.3))
+    broadcast, reports, _, metrics = one_round(task, FedAvg(), full_cohort(task), workers=2, pipeline=pipeline)
+    survivors = [r.hospital for r in reports if not r.metrics["secagg_dropped"]]
+    assert 0 < len(survivors) < 8 and metrics["pipeline_secagg_failed"] == 0
+    from toy_task import first_round_updates
+
+    updates, sizes = first_round_updates(task, 11), task.hospital_sizes().astype(np.float64)
+    expected = sum(sizes[h] * updates[h] for h in survivors) / sizes[survivors].sum()
+    np.testing.assert_allclose(broadcast["w"], expected, atol=1e-6)
+    assert metrics["pipeline_secagg_weight_share"] == pytest.approx(sizes[survivors].sum() / sizes.sum())
+
+
 def test_masked_partial_sums_are_uniform_words_and_unmask_exactly() -> None:
     secure, contributions = _secure(), _contributions(8, size=3000)
     cohort = list(range(8))
@@ -108,3 +122,16 @@ def test_secure_aggregation_config_is_validated() -> None:
         load_config(None, ["strategy=fedmrl", "secure_aggregation={threshold: 2, neighbours: 4}"])
     with pytest.raises(ConfigError, match="cannot combine with secure_aggregation"):
         load_config(None, ["compression={scheme: quantize}", "secure_aggregation={threshold: 2, neighbours: 4}"])
+
+
+def test_scheduling_dqn_federates_with_central_dp_and_secure_aggregation(tmp_path) -> None:
+    """Both tasks: the federated DQN runs with DP noise on the unmasked sum and logs epsilon."""
+    import fedsim
+    from test_scheduling_simulation import TINY
+
+    config = load_config(None, [*TINY, "scheduling.hospitals=4", "engine.backend=in_process", "engine.workers=2",
+                                "privacy={mechanism: central, clip_norm: 1.0, noise_multiplier: 1.0}",
+                                "secure_aggregation={threshold: 2, neighbours: 2}"])
+    rounds = fedsim.run(config, out=tmp_path / "run").rounds
+    assert rounds["round"].tolist() == [1, 2] and (rounds["pipeline_secagg_failed"] == 0).all()
+    assert rounds["epsilon"].is_monotonic_increasing and rounds["epsilon"].iloc[0] > 0

@@ -55,6 +55,8 @@ class ServerCore:
                 total.merge(partial)
             summed = total.value()
         summed, more_metrics = self.pipeline.server_side(summed, round_index, instructions)
+        if secure:
+            summed = secure.over_survivors(summed, stage_metrics)
         stage_metrics = {**stage_metrics, **more_metrics}
         aggregate = Aggregate(instructions, _in_order(instructions, reports), summed)
         self.broadcast, metrics = self.strategy.aggregate(round_index, self.broadcast, aggregate)

@@ -197,17 +197,24 @@ class SecureAggregation:
 
     # server side --------------------------------------------------------------------------
     def unmasked_total(self, partials: Sequence[FixedPointSum], instructions: Sequence[Any], round_index: int) -> tuple[dict[str, np.ndarray] | None, dict[str, float]]:
-        """The survivors' sum for the strategy, divided by their share of the round's weight (so
-        FedAvg averages the survivors: exactly 1 without dropouts, leaving the sum bitwise
-        alone), or None when the round failed."""
+        """The survivors' exact sum (None when the round failed), with the survivors' share of
+        the round's weight among the metrics (`over_survivors` divides by it)."""
         cohort = [instruction.hospital for instruction in instructions]
         total, metrics = self.unmask(partials, cohort, round_index)
         if total is None:
             return None, metrics
         weights = {instruction.hospital: instruction.weight for instruction in instructions}
         surviving = sum(w for h, w in weights.items() if h not in total.dropped)
-        share = surviving / sum(weights.values())
-        return {name: value / share for name, value in total.value().items()}, metrics
+        return total.value(), {**metrics, "secagg_weight_share": surviving / sum(weights.values())}
+
+    @staticmethod
+    def over_survivors(summed: dict[str, np.ndarray], metrics: Mapping[str, float]) -> dict[str, np.ndarray]:
+        """The sum divided by the survivors' weight share, so FedAvg averages the survivors. The
+        server applies it after the stages' server halves (central DP's noise is calibrated to
+        the undivided sum; dividing by a known share afterwards is post-processing). Exactly 1
+        without dropouts, which leaves the sum bitwise alone."""
+        share = metrics["secagg_weight_share"]
+        return {name: value / share for name, value in summed.items()}
 
     def unmask(self, partials: Sequence[FixedPointSum], cohort: Sequence[int], round_index: int) -> tuple[MaskedSum | None, dict[str, float]]:
         """The exact fixed-point sum of the survivors (None when too few shares survive)."""
