@@ -135,3 +135,16 @@ def test_scheduling_dqn_federates_with_central_dp_and_secure_aggregation(tmp_pat
     rounds = fedsim.run(config, out=tmp_path / "run").rounds
     assert rounds["round"].tolist() == [1, 2] and (rounds["pipeline_secagg_failed"] == 0).all()
     assert rounds["epsilon"].is_monotonic_increasing and rounds["epsilon"].iloc[0] > 0
+
+
+def test_a_failed_round_is_recorded_and_stops_the_run_when_configured(tmp_path, capsys) -> None:
+    import fedsim
+
+    settings = ["rounds=3", "data.hospitals=3", "data.source.train_samples=60", "data.source.test_samples=20",
+                "data.source.image_size=8", "engine.backend=in_process", "engine.workers=1", "train.epochs=1"]
+    failing = "secure_aggregation={threshold: 3, neighbours: 2, dropout: 0.9, on_failure: %s}"
+    stopped = fedsim.run(load_config(None, [*settings, failing % "stop"]), out=tmp_path / "stop").rounds
+    assert stopped["round"].tolist() == [1] and stopped["pipeline_secagg_failed"].tolist() == [1.0]
+    assert "round 1 had too few survivors to unmask; stopped" in capsys.readouterr().err
+    continued = fedsim.run(load_config(None, [*settings, failing % "continue"]), out=tmp_path / "continue").rounds
+    assert continued["round"].tolist() == [1, 2, 3] and continued["pipeline_secagg_failed"].iloc[0] == 1.0

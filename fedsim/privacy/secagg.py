@@ -29,7 +29,7 @@ receive: masked (pre-summed) vectors, public keys, and the shares survivors hold
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Mapping, Sequence
+from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -52,7 +52,7 @@ class SecureAggregationConfig(Strict):
     threshold: int = Field(ge=1)
     neighbours: int = Field(ge=2)
     dropout: float = Field(0.0, ge=0, lt=1)
-    on_failure: str = Field("continue", pattern="^(continue|stop)$")
+    on_failure: Literal["continue", "stop"] = "continue"
 
     @model_validator(mode="after")
     def _threshold(self) -> "SecureAggregationConfig":
