@@ -70,8 +70,10 @@ def test_masked_partial_sums_are_uniform_words_and_unmask_exactly() -> None:
     partials = [MaskedSum(), MaskedSum()]
     for h in cohort:  # two workers pre-summing four hospitals each
         assert secure.add_masked(partials[h % 2], contributions[h], h, cohort, round_index=1)
+    alone = MaskedSum()  # one hospital's masked vector on its own
+    secure.add_masked(alone, contributions[0], 0, cohort, round_index=1)
     plain = _plain(contributions, cohort)
-    for partial in partials:  # what the server receives: no resemblance to the plain sum, uniform 64-bit words
+    for partial in [*partials, alone]:  # what the server receives: no resemblance to the plain sum, uniform 64-bit words
         words = np.concatenate([partial.totals[n].ravel() for n in sorted(partial.totals)]).view(np.uint64)
         assert stats.kstest(words / 2.0**64, "uniform").pvalue > 1e-3
         high_bytes = (words >> np.uint64(56)).astype(np.int64)

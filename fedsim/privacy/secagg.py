@@ -22,8 +22,10 @@ Per round, over the cohort (ids sorted), with public randomness from the run see
    same survivors. With fewer than t holders for any needed secret the round fails.
 
 The simulator derives every hospital's keys and Shamir coefficients from the run seed so runs
-replay; a deployment draws them from the OS CSPRNG. The server side uses only what a server would
-receive: masked (pre-summed) vectors, public keys, and the shares survivors hold.
+replay; a deployment draws them from the OS CSPRNG. The dealt shares travel with the partial sum
+(in a deployment: encrypted to their holders, relayed by the server); the unmasking reads only
+what surviving holders would reveal — shares of b_i for survivors, of s_d for the dropped, never
+both for one hospital — besides the masked (pre-summed) vectors and the public keys.
 """
 
 from __future__ import annotations
