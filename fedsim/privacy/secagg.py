@@ -48,11 +48,11 @@ KEY_BYTES, SHARE_BYTES = 32, 66  # an X25519 public key; one share (a GF(PRIME) 
 
 class SecureAggregationConfig(Strict):
     """`threshold` t: shares needed to rebuild a secret (at most `neighbours` + 1); `neighbours`
-    k: the SecAgg+ graph's degree; `dropout`: chance a hospital drops after masking;
+    k: the SecAgg+ graph's degree (even: k/2 on each side of the ring); `dropout`: chance a hospital drops after masking;
     `on_failure`: what a round with too few survivors does to the run."""
 
     threshold: int = Field(ge=1)
-    neighbours: int = Field(ge=2)
+    neighbours: int = Field(ge=2, multiple_of=2)
     dropout: float = Field(0.0, ge=0, lt=1)
     on_failure: Literal["continue", "stop"] = "continue"
 
@@ -156,9 +156,13 @@ class SecureAggregation:
     def new_sum(self) -> MaskedSum:
         return MaskedSum()
 
+    def holders(self, cohort_size: int) -> int:
+        """Shares each hospital deals: one per neighbour and one for itself."""
+        return min(self.spec.neighbours, cohort_size - 1) + 1
+
     def threshold(self, cohort_size: int) -> int:
-        """t, capped at the neighbourhood size a small cohort allows (itself included)."""
-        return min(self.spec.threshold, cohort_size)
+        """t, capped at the holders a small cohort allows."""
+        return min(self.spec.threshold, self.holders(cohort_size))
 
     # hospital side ------------------------------------------------------------------------
     def add_masked(self, partial: MaskedSum, contribution: Mapping[str, np.ndarray], hospital: int, cohort: Sequence[int], round_index: int) -> bool:
@@ -194,8 +198,8 @@ class SecureAggregation:
 
     def upload_bytes(self, contribution: Mapping[str, np.ndarray], cohort_size: int) -> int:
         """A masked 64-bit word per entry, a public key, and two shares per holder."""
-        holders = min(self.spec.neighbours, cohort_size - 1) + 1
-        return int(8 * sum(np.asarray(a).size for a in contribution.values()) + KEY_BYTES + 2 * holders * SHARE_BYTES)
+        words = sum(np.asarray(a).size for a in contribution.values())
+        return int(8 * words + KEY_BYTES + 2 * self.holders(cohort_size) * SHARE_BYTES)
 
     # server side --------------------------------------------------------------------------
     def unmasked_total(self, partials: Sequence[FixedPointSum], instructions: Sequence[Any], round_index: int) -> tuple[dict[str, np.ndarray] | None, dict[str, float]]:
