@@ -17,6 +17,8 @@ from fedsim.errors import ConfigError
 from fedsim.yamlio import load_yaml
 from fedsim.pipeline.base import StageConfig
 from fedsim.attacks import AttackConfig
+from fedsim.privacy.secagg import SecureAggregationConfig
+from fedsim.privacy.settings import CompressionConfig, PrivacyConfig, refuse_other_strategies
 from fedsim.quarantine import QuarantineConfig
 from fedsim.schema import Strict as _Strict
 from fedsim.schema import one_line_error
@@ -154,9 +156,15 @@ class TrainConfig(_Strict):
 
 
 class SamplingConfig(_Strict):
-    """Which hospitals train each round: "all", a count (int >= 1) or a fraction (float in (0, 1])."""
+    """Which hospitals train each round: "all", a count (int >= 1) or a fraction (float in (0, 1]).
+
+    `scheme` "fixed" draws exactly that many without replacement; "poisson" includes each
+    hospital independently with probability clients_per_round / hospitals (seeded per round), the
+    sampling the DP accountant's amplification analysis assumes.
+    """
 
     clients_per_round: Any = "all"
+    scheme: Literal["fixed", "poisson"] = "fixed"
 
     @field_validator("clients_per_round")
     @classmethod
@@ -236,6 +244,9 @@ class Config(_Strict):
     tracking: TrackingConfig = TrackingConfig()
     quarantine: QuarantineConfig = QuarantineConfig()
     attack: AttackConfig | None = None
+    privacy: PrivacyConfig | None = None
+    compression: CompressionConfig | None = None
+    secure_aggregation: SecureAggregationConfig | None = None
 
     @field_validator("strategy", mode="before")
     @classmethod
@@ -281,13 +292,21 @@ class Config(_Strict):
     @model_validator(mode="after")
     def _consistent(self) -> "Config":
         spec = self.task_spec()
-        for part, needs in [(f"strategy.name: {self.strategy.name}", self.strategy.requirements())] + [
+        needed = [(f"strategy.name: {self.strategy.name}", self.strategy.requirements())] + [
             (f"pipeline.{i}.stage: {stage.stage}", stage.requirements()) for i, stage in enumerate(self.pipeline)
-        ]:
+        ]
+        if self.privacy is not None:
+            needed.append((f"privacy.mechanism: {self.privacy.mechanism}", self.privacy.requirements()))
+        for part, needs in needed:
             for capability, why in needs.items():
                 if capability not in spec.capabilities:
                     raise ValueError(f"{part} needs {capability} ({why}), which task {self.task} does not offer")
         self.strategy.check(self)
+        for section in (self.privacy, self.compression):
+            if section is not None:
+                section.check(self)
+        if self.secure_aggregation is not None:
+            refuse_other_strategies("secure_aggregation", self, "the server only learns the sum of fixed-weight contributions")
         spec.check(self)
         if self.attack is not None and self.attack.kind == "label_flip" and self.task != "classification":
             raise ValueError(f"attack.kind: label_flip flips class labels, which task {self.task} does not have")

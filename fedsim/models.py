@@ -24,18 +24,19 @@ class SmallCNN(nn.Module):
     """Two conv blocks with BatchNorm and a small head (~120k parameters for 1x28x28, 2 classes).
 
     Adaptive pooling to 7x7 keeps the parameter count independent of the input size. BatchNorm is
-    there on purpose: FedBN's local statistics need BN layers to keep.
+    there on purpose: FedBN's local statistics need BN layers to keep. `norm` swaps it (GroupNorm
+    for differential privacy: no running statistics to leak, and per-sample gradients exist).
     """
 
-    def __init__(self, in_channels: int, num_classes: int) -> None:
+    def __init__(self, in_channels: int, num_classes: int, norm: Callable[[int], nn.Module] = nn.BatchNorm2d) -> None:
         super().__init__()
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, 32, 3, padding=1),
-            nn.BatchNorm2d(32),
+            norm(32),
             nn.ReLU(),
             nn.MaxPool2d(2),
             nn.Conv2d(32, 64, 3, padding=1),
-            nn.BatchNorm2d(64),
+            norm(64),
             nn.ReLU(),
             nn.MaxPool2d(2),
             nn.AdaptiveAvgPool2d(7),
@@ -55,6 +56,11 @@ def small_input_resnet18(in_channels: int, num_classes: int) -> nn.Module:
     return model
 
 
+def small_cnn_group_norm(in_channels: int, num_classes: int) -> nn.Module:
+    """The small CNN with GroupNorm (8 groups) instead of BatchNorm: what DP runs need."""
+    return SmallCNN(in_channels, num_classes, norm=lambda channels: nn.GroupNorm(8, channels))
+
+
 def register_model(name: str, factory: ModelFactory) -> ModelFactory:
     """Make `factory(in_channels, num_classes) -> nn.Module` available as `model.name: <name>`."""
     MODELS.register(name, factory)
@@ -70,4 +76,5 @@ def model_factory(name: str) -> ModelFactory:
 
 
 register_model("small_cnn", SmallCNN)
+register_model("small_cnn_gn", small_cnn_group_norm)
 register_model("resnet18", small_input_resnet18)

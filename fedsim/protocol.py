@@ -16,6 +16,7 @@ PROXIMAL, GRADIENT_CORRECTION, FAIRNESS = "a proximal term", "a gradient correct
 PLAIN_SGD = "plain local SGD at train.lr"
 NORMALIZATION_LAYERS = "normalisation layers"
 VALIDATION_METRICS = "validation accuracy and loss"
+DP_SGD = "sample-level DP-SGD in local training (Opacus)"
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from fedsim.engine.memory import peak_rss_bytes
 from fedsim.engine.rounds import RoundOutcome, RoundSchedule, run_round
 from fedsim.metrics import worst_decile_mean
 from fedsim.pipeline.base import build_pipeline
+from fedsim.privacy.ledger import PrivacyLedger
 from fedsim.protocol import ClientReport
 from fedsim.quarantine import OK
 from fedsim.quarantine import announce as announce_quarantine
@@ -60,6 +61,8 @@ class Simulation:
         self.task: Task = build_task(config, dataset)  # data errors surface here, before Ray starts
         self.strategy = build_strategy(config, self.task)
         self.pipeline = build_pipeline(config, self.task)
+        self.privacy = PrivacyLedger(config, self.task.hospital_sizes()) if config.privacy else None
+        self.stopped: str | None = None  # why the run ended before config.rounds, if it did
         self.trackers = Trackers(config.tracking, config, Path(out))  # a missing package stops here
         if resume:
             self.run_dir = RunDirectory(out)
@@ -85,7 +88,7 @@ class Simulation:
         schedule = RoundSchedule(config, task)
         summaries: list[RoundSummary] = []
         with open_backend(config, task, self.strategy, self.pipeline) as backend:
-            round_index = self._continue(backend, load_checkpoint(self.run_dir.path)) + 1
+            round_index = self._continue(backend, load_checkpoint(self.run_dir.path), schedule) + 1
             progress = tqdm(total=config.rounds, initial=round_index - 1, desc="rounds", unit="round",
                             disable=self.quiet, dynamic_ncols=True)
             self.startup_seconds = time.perf_counter() - started
@@ -94,20 +97,31 @@ class Simulation:
                 while round_index <= config.rounds:
                     started = time.perf_counter()
                     cohort = schedule.cohort(round_index)
+                    if self.privacy is not None and not self.privacy.affordable(cohort):
+                        self.stopped = (f"privacy budget: round {round_index} would spend epsilon "
+                                        f"{self.privacy.epsilon_after(cohort):.3g} > target_epsilon {self.privacy.budget:g}; "
+                                        f"stopped after round {round_index - 1}")
+                        tqdm.write(self.stopped, file=sys.stderr)
+                        break
                     try:
                         outcome = run_round(backend, task, round_index, cohort, schedule.scored(round_index, cohort))
                     except ServerLost as lost:
                         restorations += 1
-                        round_index = self._recover(backend, lost, restorations) + 1
+                        round_index = self._recover(backend, lost, restorations, schedule) + 1
                         progress.n = round_index - 1
                         continue
                     announce_quarantine(round_index, outcome.reports, config.quarantine.policy)
                     seconds = time.perf_counter() - started
-                    row = self._write_round(outcome, seconds)
+                    spent = self.privacy.record(cohort) if self.privacy is not None else {}
+                    row = self._write_round(outcome, seconds, spent)
                     self._checkpoint_and_account(backend, round_index)
                     self.trackers(row)
                     if self.on_round is not None:
                         self.on_round(row)
+                    if outcome.round_metrics.get("pipeline_secagg_failed") and config.secure_aggregation.on_failure == "stop":
+                        self.stopped = f"secure aggregation: round {round_index} had too few survivors to unmask; stopped"
+                        tqdm.write(self.stopped, file=sys.stderr)
+                        break
                     headline = outcome.global_metrics.get(task.headline_metric, NAN)
                     summaries.append(RoundSummary(round_index, seconds, headline))
                     progress.set_postfix({task.headline_metric: f"{headline:.3f}" if outcome.global_metrics else "-"})
@@ -120,16 +134,25 @@ class Simulation:
                 self.trackers.close()
         return summaries
 
-    def _continue(self, backend: Backend, checkpoint: Checkpoint | None) -> int:
+    def _continue(self, backend: Backend, checkpoint: Checkpoint | None, schedule: RoundSchedule) -> int:
         """Restore `checkpoint` if there is one (a resume); returns the last complete round."""
         done = checkpoint.round_index if checkpoint is not None else 0
         self.run_dir.drop_rounds_after(done)  # rounds written after the checkpoint are re-run, to the same bits
         if checkpoint is not None:
             backend.restore(checkpoint)
+            self._spent_until(done, schedule)
             self._event(done + 1, "resumed", f"from the checkpoint after round {done}")
         return done
 
-    def _recover(self, backend: Backend, lost: ServerLost, restorations: int) -> int:
+    def _spent_until(self, done: int, schedule: RoundSchedule) -> None:
+        """The privacy ledger as it stood after round `done`: rebuilt by recording rounds 1..done
+        again, since what a round spends is a pure function of its (seeded) cohort."""
+        if self.privacy is not None:
+            self.privacy = PrivacyLedger(self.config, self.task.hospital_sizes())
+            for round_index in range(1, done + 1):
+                self.privacy.record(schedule.cohort(round_index))
+
+    def _recover(self, backend: Backend, lost: ServerLost, restorations: int, schedule: RoundSchedule) -> int:
         """After the server died: restore the last checkpoint; returns its round."""
         checkpoint = load_checkpoint(self.run_dir.path)
         if checkpoint is None or restorations > self.config.engine.max_retries:
@@ -137,6 +160,7 @@ class Simulation:
                 else f"it died {restorations} times (engine.max_retries: {self.config.engine.max_retries})"
             raise RuntimeError(f"{lost}; cannot recover: {why}") from None
         backend.restore(checkpoint)
+        self._spent_until(checkpoint.round_index, schedule)
         self.run_dir.drop_rounds_after(checkpoint.round_index)
         self._record_events(backend)
         return checkpoint.round_index
@@ -169,9 +193,9 @@ class Simulation:
         state = {name: torch.from_numpy(np.array(array)) for name, array in backend.global_params().items()}
         self.run_dir.write_atomically(MODEL, lambda path: torch.save(state, path))
 
-    def _write_round(self, outcome: RoundOutcome, seconds: float) -> dict[str, Any]:
+    def _write_round(self, outcome: RoundOutcome, seconds: float, spent: dict[str, float]) -> dict[str, Any]:
         """Append this round's rows: hospitals first, then the round row that marks it complete
-        (returned)."""
+        (returned); `spent`: the privacy ledger's epsilon and delta so far."""
         round_index, per_hospital, global_metrics = outcome.round_index, outcome.hospital_scores, outcome.global_metrics
         self.run_dir.append(CLIENTS, round_index, (_client_row(round_index, report) for report in outcome.reports))
         self.run_dir.append(
@@ -196,6 +220,7 @@ class Simulation:
             "bytes_received": sum(report.upload_bytes for report in outcome.reports),
         }
         row.update({name: float(value) for name, value in outcome.round_metrics.items()})
+        row.update(spent)  # epsilon, delta and noise_multiplier of a DP run
         self.run_dir.append(ROUNDS, round_index, [row])
         return row
 

@@ -14,20 +14,12 @@ from fedsim.pipeline.clipping import NormClip, update_norm
 from fedsim.strategies.fedavg import FedAvg
 from fedsim.strategies.scaffold import Scaffold
 from in_process import SEED, one_round
-from toy_task import ToyTask, full_cohort
-
-
-def _local_updates(task: ToyTask) -> list[np.ndarray]:
-    from fedsim.seeding import Stream, seed_for
-
-    start = np.zeros(5, dtype=np.float32)
-    return [task.local_update(h, start, seed_for(SEED, Stream.LOCAL_TRAINING, 1, h)).astype(np.float64) - start
-            for h in range(task.num_hospitals)]
+from toy_task import ToyTask, first_round_updates, full_cohort
 
 
 def test_clipping_bounds_every_update_and_logs_the_norm_before_it() -> None:
     task = ToyTask(num_hospitals=5)
-    updates = _local_updates(task)
+    updates = first_round_updates(task, SEED)
     norms = [float(np.linalg.norm(u)) for u in updates]
     bound = float(np.median(norms))  # some hospitals clipped, some not
     broadcast, reports, _, _ = one_round(task, FedAvg(), full_cohort(task), pipeline=Pipeline([NormClip(bound)]))

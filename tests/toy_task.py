@@ -70,3 +70,12 @@ def full_cohort(task: ToyTask, hospitals: list[int] | None = None, epochs: list[
     ids = np.array(hospitals if hospitals is not None else range(task.num_hospitals))
     work = np.array(epochs if epochs is not None else [1] * len(ids), dtype=np.int64)
     return Cohort(ids, task.hospital_sizes()[ids], work)
+
+
+def first_round_updates(task: ToyTask, run_seed: int) -> list[np.ndarray]:
+    """Each hospital's round-1 update from the zero model, as the engine's seed streams make it."""
+    from fedsim.seeding import Stream, seed_for
+
+    start = np.zeros(task.targets.shape[1], dtype=np.float32)
+    return [task.local_update(h, start, seed_for(run_seed, Stream.LOCAL_TRAINING, 1, h)).astype(np.float64) - start
+            for h in range(task.num_hospitals)]

@@ -34,14 +34,15 @@ class FixedPointSum:
     def add(self, values: Mapping[str, np.ndarray], source: str = "a contribution") -> None:
         """Add one contribution (`source` names it in errors, e.g. "hospital 7"); raise
         OverflowError naming the source and the parameter rather than wrap silently."""
-        for name, array in values.items():
-            scaled = np.asarray(array, dtype=np.float64) * _SCALE
-            if not np.all(np.isfinite(scaled)):
-                raise OverflowError(f"{source}: parameter {name!r} contains NaN or infinity")
-            if scaled.size and float(np.max(np.abs(scaled))) >= _LIMIT:
-                raise OverflowError(f"{source}: parameter {name!r} {_too_large(float(np.max(np.abs(scaled))))}")
-            quantised = np.rint(scaled).astype(np.int64)
-            self._fold(name, quantised, np.abs(quantised), source)
+        quantised = quantise(values, source)
+        self.add_fixed(quantised, {name: np.abs(q) for name, q in quantised.items()}, source)
+
+    def add_fixed(self, fixed: Mapping[str, np.ndarray], bounds: Mapping[str, np.ndarray], source: str = "a contribution") -> None:
+        """Add a contribution already in fixed point, with |its true quantised values| as `bounds`
+        (secure aggregation adds masked words: int64 addition wraps, i.e. works mod 2**64, while
+        the bounds still guard the true sum)."""
+        for name, values in fixed.items():
+            self._fold(name, values, bounds[name], source)
         self.count += 1
 
     def merge(self, other: "FixedPointSum") -> None:
@@ -63,6 +64,20 @@ class FixedPointSum:
     def value(self) -> dict[str, np.ndarray]:
         """The sum as float64 arrays."""
         return {name: total.astype(np.float64) / _SCALE for name, total in self.totals.items()}
+
+
+def quantise(values: Mapping[str, np.ndarray], source: str = "a contribution") -> dict[str, np.ndarray]:
+    """A contribution rounded once to fixed point (int64), refusing NaN/inf and elements too
+    large for exact aggregation, naming `source` and the parameter."""
+    quantised = {}
+    for name, array in values.items():
+        scaled = np.asarray(array, dtype=np.float64) * _SCALE
+        if not np.all(np.isfinite(scaled)):
+            raise OverflowError(f"{source}: parameter {name!r} contains NaN or infinity")
+        if scaled.size and float(np.max(np.abs(scaled))) >= _LIMIT:
+            raise OverflowError(f"{source}: parameter {name!r} {_too_large(float(np.max(np.abs(scaled))))}")
+        quantised[name] = np.rint(scaled).astype(np.int64)
+    return quantised
 
 
 def _too_large(scaled_peak: float) -> str:

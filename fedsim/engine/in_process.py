@@ -37,12 +37,13 @@ class InProcessBackend(Backend):
 
     def train(self, round_index: int, instructions: list[Instruction], costs: np.ndarray) -> tuple[list[Any], list[ClientReport]]:
         partials, reports, self._trained = [], [], []
+        cohort = [instruction.hospital for instruction in instructions]
         for worker, positions in zip(self.workers, balance(costs, len(self.workers))):
             if not positions:
                 continue
             jobs = [instructions[p] for p in positions]
             partial, batch, *states = worker.train(
-                round_index, self.run_seed, self.server.broadcast, jobs, *[self.states.get(job.hospital) for job in jobs]
+                round_index, self.run_seed, self.server.broadcast, jobs, *[self.states.get(job.hospital) for job in jobs], cohort=cohort
             )
             self.states.update((job.hospital, state) for job, state in zip(jobs, states))
             self._trained.append(worker)

@@ -64,6 +64,7 @@ class WorkerPool:
         self.events: list[dict[str, Any]] = []  # worker replacements since the driver last drained them
         self._round: tuple[int, int, ray.ObjectRef] | None = None  # (round, run seed, broadcast) of the last train
         self._shares: list[_Share] = []
+        self._cohort: list[int] = []
 
     def _states_of(self, hospitals: Sequence[int]) -> list[Any]:
         return [self.states.get(h) for h in hospitals]
@@ -97,7 +98,7 @@ class WorkerPool:
         round_index, run_seed, global_ref = self._round  # type: ignore[misc]
         returns = 2 + len(share.jobs) if self.keeps_hospital_state else 2
         share.refs = self.workers[share.slot].train.options(num_returns=returns).remote(
-            round_index, run_seed, global_ref, share.jobs, *share.inputs
+            round_index, run_seed, global_ref, share.jobs, *share.inputs, cohort=self._cohort
         )
 
     def _reports(self, share: _Share) -> list[ClientReport]:
@@ -120,6 +121,7 @@ class WorkerPool:
         """Run one round's local training; returns partial-aggregate refs (summaries when the
         strategy weighs after training) and the reports."""
         self._round = (round_index, run_seed, global_ref)
+        self._cohort = [instruction.hospital for instruction in instructions]  # secure aggregation's neighbours
         self._shares = []
         for slot, positions in enumerate(balance(costs, len(self.workers))):
             if positions:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from fedsim.engine.backend import Backend
-from fedsim.engine.sampling import sample_hospitals
+from fedsim.engine.sampling import poisson_hospitals, sample_hospitals
 from fedsim.protocol import ClientReport, Cohort, Instruction
 from fedsim.seeding import Stream, rng_for
 from fedsim.tasks.base import Task
@@ -44,7 +44,11 @@ class RoundSchedule:
     def cohort(self, round_index: int) -> Cohort:
         """The round's sampled hospitals with their sizes and local epochs."""
         config = self.config
-        hospitals = sample_hospitals(config.seed, round_index, self.num_hospitals, config.clients_per_round())
+        if config.sampling.scheme == "poisson":
+            rate = config.clients_per_round() / self.num_hospitals
+            hospitals = poisson_hospitals(config.seed, round_index, self.num_hospitals, rate)
+        else:
+            hospitals = sample_hospitals(config.seed, round_index, self.num_hospitals, config.clients_per_round())
         return Cohort(hospitals, self.sizes[hospitals], local_epochs(config.train, self.sizes, hospitals, config.seed, round_index))
 
     def scored(self, round_index: int, cohort: Cohort) -> list[int] | None:

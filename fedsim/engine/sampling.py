@@ -17,6 +17,14 @@ def sample_hospitals(run_seed: int, round_index: int, num_hospitals: int, per_ro
     return np.sort(chosen)
 
 
+def poisson_hospitals(run_seed: int, round_index: int, num_hospitals: int, rate: float) -> np.ndarray:
+    """Sorted ids of the hospitals in `round_index` when each takes part independently with
+    probability `rate` (the cohort size varies, and may be empty)."""
+    if rate >= 1:
+        return np.arange(num_hospitals)
+    return np.flatnonzero(rng_for(run_seed, Stream.SAMPLING, round_index).random(num_hospitals) < rate)
+
+
 def balance(costs: np.ndarray, num_workers: int) -> list[list[int]]:
     """Greedy longest-processing-time assignment of items (by cost) to workers.
 

@@ -52,12 +52,17 @@ class ServerCore:
         broadcast's size in bytes, and per-hospital quantities."""
         ordered = _in_order(instructions, reports)
         kept = [i for i, report in zip(instructions, ordered) if report.status == OK]
-        strategy = self.strategy
+        strategy, secure = self.strategy, self.pipeline.secure_aggregation
         if not kept:  # every update quarantined: the model stays as it is
             return self.broadcast, {}, params_nbytes(self.broadcast), {}
+        stage_metrics: dict[str, float] = {}
         if strategy.sends_individual_updates:
             updates = sorted((pair for batch in partials for pair in batch), key=lambda pair: pair[0])
             total = strategy.combine(updates)
+        elif secure:  # quarantined hospitals count as dropped: over_survivors renormalises
+            total, stage_metrics = secure.unmasked_total(partials, instructions, round_index)
+            if total is None:  # too few survivors: the round fails, the model stays
+                return self.broadcast, {f"pipeline_{k}": v for k, v in stage_metrics.items()}, params_nbytes(self.broadcast), {}
         else:
             exact = FixedPointSum()
             for partial in partials:
@@ -66,7 +71,10 @@ class ServerCore:
             share = 1.0 if strategy.weighs_after_training else kept_share(instructions, kept)
             if share != 1.0:
                 total = {name: value * share for name, value in total.items()}
-        summed, stage_metrics = self.pipeline.server_side(total, round_index, kept)
+        summed, more_metrics = self.pipeline.server_side(total, round_index, kept)
+        if secure and not strategy.sends_individual_updates:
+            summed = secure.over_survivors(summed, stage_metrics)
+        stage_metrics = {**stage_metrics, **more_metrics}
         aggregate = Aggregate(kept, _in_order(kept, reports), summed)
         self.broadcast, metrics = strategy.aggregate(round_index, self.broadcast, aggregate)
         round_metrics = {**{f"strategy_{k}": v for k, v in metrics.items()}, **{f"pipeline_{k}": v for k, v in stage_metrics.items()}}

@@ -31,9 +31,11 @@ from fedsim.strategies.base import Strategy
 from fedsim.tasks.base import Task
 
 
-def upload_bytes(contribution: dict[str, np.ndarray]) -> int:
-    """Bytes a real hospital would upload for this contribution, in float32 on the wire."""
-    return int(sum(4 * np.asarray(array).size for array in contribution.values()))
+def upload_bytes(contribution: dict[str, np.ndarray], encoded: Mapping[str, int] | None = None) -> int:
+    """Bytes a real hospital would upload for this contribution: float32 on the wire, except the
+    entries an update stage encodes (compression), which count their `encoded` size."""
+    encoded = encoded or {}
+    return int(sum(encoded.get(name, 4 * np.asarray(array).size) for name, array in contribution.items()))
 
 
 def keeps_hospital_state(task: Task, strategy: Strategy, pipeline: Pipeline) -> bool:
@@ -61,17 +63,19 @@ class WorkerCore:
         broadcast: Params,
         instructions: Sequence[Instruction],
         *states: HospitalState | None,
+        cohort: Sequence[int] = (),
     ) -> list[Any]:
-        """Train each instructed hospital from the broadcast; `states` align with `instructions`.
+        """Train each instructed hospital from the broadcast; `states` align with `instructions`;
+        `cohort`: every hospital of the round (secure aggregation masks with neighbours in it).
 
         Returns [partial aggregate, reports, *new states]: the partial aggregate is a
         FixedPointSum (or the hospitals' summaries, when the strategy weighs after training), and
         the states are returned one object per hospital only when the task, the strategy or an
         update stage keeps hospital state.
         """
-        strategy = self.strategy
+        strategy, secure = self.strategy, self.pipeline.secure_aggregation
         individual = strategy.weighs_after_training or strategy.sends_individual_updates
-        partial: FixedPointSum | Summaries | Updates = [] if individual else FixedPointSum()
+        partial: FixedPointSum | Summaries | Updates = [] if individual else secure.new_sum() if secure else FixedPointSum()
         self.held = {}
         reports: list[ClientReport] = []
         new_states: list[HospitalState] = []
@@ -83,16 +87,21 @@ class WorkerCore:
             plan = strategy.local_plan(instruction, broadcast, state.strategy)
             seed = seed_for(run_seed, Stream.LOCAL_TRAINING, round_index, hospital)
             result = self.task.train(hospital, start, plan, state.task, seed)
-            sent, stage_states, stage_metrics = self.pipeline.hospital_side(
+            sent, stage_states, stage_metrics, encoded = self.pipeline.hospital_side(
                 result, start, strategy.local_keys, instruction, round_index, run_seed, state.stages
             )
             contribution = strategy.contribution(sent, instruction, broadcast)
             status = self.pipeline.screen.verdict(sent, start, strategy.local_keys, contribution)
             strategy_state, strategy_metrics = strategy.local_state(result, instruction, broadcast, state.strategy)
-            if status != OK:
-                new_states.append(state)  # quarantined: not summed, and the round does not count for it
-            else:
+            if status == OK:
                 new_states.append(HospitalState(result.state, strategy_state, stage_states))
+            else:
+                new_states.append(state)  # quarantined: not summed, and the round does not count for it
+            if secure and not individual:  # a quarantined hospital is withheld: its masks are recovered like a dropout's
+                stage_metrics["secagg_dropped"] = float(
+                    not secure.add_masked(partial, contribution, hospital, cohort, round_index, withheld=status != OK)
+                )
+            elif status == OK:
                 if isinstance(partial, FixedPointSum):
                     partial.add(contribution, f"hospital {hospital}")
                 elif strategy.sends_individual_updates:
@@ -108,7 +117,7 @@ class WorkerCore:
                     steps=result.steps,
                     weight=instruction.weight,
                     seconds=time.perf_counter() - started,
-                    upload_bytes=upload_bytes(contribution),
+                    upload_bytes=secure.upload_bytes(contribution, len(cohort)) if secure else upload_bytes(contribution, encoded),
                     metrics={**result.metrics, **strategy_metrics, **stage_metrics},
                     status=status,
                 )

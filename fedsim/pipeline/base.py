@@ -69,6 +69,11 @@ class UpdateStage(ABC):
         per-hospital quantities for clients.parquet."""
         return update, state, {}
 
+    def wire_bytes(self, update: Params) -> dict[str, int] | None:
+        """Bytes each entry of `update` (as this stage's hospital half left it) takes on the wire,
+        when the stage encodes it (compression); None: float32 as usual, or as an earlier stage said."""
+        return None
+
     def server(self, total: dict[str, np.ndarray], round_index: int, instructions: list[Instruction]) -> tuple[dict[str, np.ndarray], dict[str, float]]:
         """The exact sum as the strategy will aggregate it, and round quantities for rounds.parquet."""
         return total, {}
@@ -84,9 +89,11 @@ class UpdateStage(ABC):
 class Pipeline:
     """The configured stages, in order."""
 
-    def __init__(self, stages: Sequence[UpdateStage], screen: UpdateScreen = UpdateScreen()) -> None:
+    def __init__(self, stages: Sequence[UpdateStage], screen: UpdateScreen = UpdateScreen(), secure_aggregation: Any = None) -> None:
         self.stages = tuple(stages)
         self.screen = screen  # what a worker checks of each update before summing it (quarantine)
+        #: fedsim.privacy.secagg.SecureAggregation, or None: how contributions are summed
+        self.secure_aggregation = secure_aggregation
         self.keeps_hospital_state = any(stage.keeps_hospital_state for stage in self.stages)
 
     def hospital_side(
@@ -98,22 +105,24 @@ class Pipeline:
         round_index: int,
         run_seed: int,
         states: tuple[Any, ...],
-    ) -> tuple[LocalResult, tuple[Any, ...], dict[str, float]]:
-        """`result` with its shared update passed through every stage's hospital half."""
+    ) -> tuple[LocalResult, tuple[Any, ...], dict[str, float], dict[str, int]]:
+        """`result` with its shared update passed through every stage's hospital half, the
+        stages' new states and metrics, and the wire size of each entry a stage encodes."""
         if not self.stages:
-            return result, states, {}
+            return result, states, {}, {}
         shared = [n for n, a in result.params.items() if is_trained(n, a) and n not in local_keys]
         update = {name: result.params[name].astype(np.float64) - start[name] for name in shared}
         states = states or (None,) * len(self.stages)
-        new_states, metrics = [], {}
+        new_states, metrics, encoded = [], {}, {}
         for index, (stage, state) in enumerate(zip(self.stages, states)):
             seed = seed_for(run_seed, Stream.UPDATE_STAGE, round_index, instruction.hospital, index)
             context = HospitalContext(round_index, instruction.hospital, instruction.weight, seed)
             update, state, stage_metrics = stage.hospital(update, context, state)
             new_states.append(state)
             metrics.update(stage_metrics)
+            encoded = stage.wire_bytes(update) or encoded
         params = {**result.params, **{name: start[name].astype(np.float64) + update[name] for name in shared}}
-        return replace(result, params=params), tuple(new_states), metrics
+        return replace(result, params=params), tuple(new_states), metrics, encoded
 
     def get_state(self) -> list[Any]:
         return [stage.get_state() for stage in self.stages]
@@ -133,8 +142,13 @@ class Pipeline:
 
 
 def build_pipeline(config: "Config", task: "Task") -> Pipeline:
-    """The configured stages, after an update attack's (fedsim.attacks) when one is configured."""
+    """An update attack's stage first (fedsim.attacks, when one is configured), then the
+    `pipeline` list's stages, then those the `privacy` and `compression` sections expand to; the
+    quarantine screen; and the `secure_aggregation` section's masked summation."""
     from fedsim.attacks import attack_stages  # it builds on this module
+    from fedsim.privacy.secagg import SecureAggregation
+    from fedsim.privacy.stages import section_stages
 
     stages = attack_stages(config, task.num_hospitals) + [spec.build(config, task) for spec in config.pipeline]
-    return Pipeline(stages, UpdateScreen(config.quarantine.max_norm))
+    secure = SecureAggregation(config.secure_aggregation, config.seed) if config.secure_aggregation else None
+    return Pipeline(stages + section_stages(config, task), UpdateScreen(config.quarantine.max_norm), secure)

@@ -16,6 +16,7 @@ from fedsim.data.arrays import ImageSet
 from fedsim.data.federation import Federation
 from fedsim.metrics import accuracy, balanced_accuracy, cross_entropy, macro_auc
 from fedsim.models import ModelFactory
+from fedsim.privacy.dp_sgd import DPSGD
 from fedsim.params import Params
 from fedsim.torch_params import load_params, params_of
 from fedsim.protocol import LocalPlan, LocalResult
@@ -31,6 +32,7 @@ class ClassificationTask(WorkerLocalTorch, Task):
     `fairness_term`). The locally trained model is also scored on the hospital's own test split
     ("local_accuracy" in clients.parquet). Global evaluation covers the dataset's test split and,
     where it has one, its validation split (val_* metrics: what a learning strategy may use).
+    With `dp_sgd` set, every local step is DP-SGD through Opacus (fedsim.privacy.dp_sgd).
     """
 
     worker_local = ("_model",)
@@ -41,8 +43,11 @@ class ClassificationTask(WorkerLocalTorch, Task):
     headline_metric = "accuracy"
     hospital_metric = "accuracy"
 
-    def __init__(self, federation: Federation, model_factory: ModelFactory, train: TrainConfig, eval_batch_size: int) -> None:
+    def __init__(
+        self, federation: Federation, model_factory: ModelFactory, train: TrainConfig, eval_batch_size: int, dp_sgd: DPSGD | None = None
+    ) -> None:
         self.federation = federation
+        self.dp_sgd = dp_sgd
         self.model_factory = model_factory
         self.train_config = train
         self.eval_batch_size = eval_batch_size
@@ -109,13 +114,14 @@ class ClassificationTask(WorkerLocalTorch, Task):
         optimizer = torch.optim.SGD(
             model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
         )
-        generator = torch.Generator().manual_seed(seed)
         count = len(labels)
-        loss_sum, steps = 0.0, 0
+        private = self.dp_sgd.attach(model, optimizer, count, config.batch_size, seed) if self.dp_sgd else None
+        optimizer = private.optimizer if private else optimizer
+        generator = torch.Generator().manual_seed(seed)
+        loss_sum, steps, seen = 0.0, 0, 0
         for _ in range(epochs):
-            order = torch.randperm(count, generator=generator).to(self._device)
-            for start in range(0, count, config.batch_size):
-                batch = order[start : start + config.batch_size]
+            for batch in private.batches() if private else shuffled_batches(count, config.batch_size, generator):
+                batch = batch.to(self._device)
                 loss = F.cross_entropy(model(images[batch]), labels[batch])
                 objective = loss + proximal_term(trained, anchor, mu) if mu > 0 else loss
                 if fairness > 0:
@@ -127,10 +133,13 @@ class ClassificationTask(WorkerLocalTorch, Task):
                         parameter.grad.add_(correction[name])
                 optimizer.step()
                 loss_sum += float(loss.detach()) * len(batch)
+                seen += len(batch)
                 steps += 1
+        if private:
+            private.detach()
         local = self._score(model, *self._tensors(hospital, "test"))
         metrics = {
-            "train_loss": loss_sum / (count * epochs),
+            "train_loss": loss_sum / max(1, seen),
             "local_accuracy": local["accuracy"],
             "label_entropy": label_entropy(labels.cpu().numpy(), self.federation.dataset.num_classes),
         }
@@ -217,6 +226,12 @@ class ClassificationTask(WorkerLocalTorch, Task):
             metrics["val_accuracy"] = accuracy(dataset.val.labels, val_predictions)
             metrics["val_balanced_accuracy"] = balanced_accuracy(dataset.val.labels, val_predictions)
         return metrics
+
+def shuffled_batches(count: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """One epoch of mini-batches: a seeded permutation cut into batch_size pieces."""
+    order = torch.randperm(count, generator=generator)
+    return [order[start : start + batch_size] for start in range(0, count, batch_size)]
+
 
 def fairness_term(loss: torch.Tensor, global_loss: float, strength: float) -> torch.Tensor:
     """FedMRL's fairness term, lambda * (L_h - L_global)^2, on the batch loss L_h and the global

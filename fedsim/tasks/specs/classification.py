@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from fedsim.protocol import (
+    DP_SGD,
     FAIRNESS,
     GRADIENT_CORRECTION,
     NORMALIZATION_LAYERS,
@@ -25,7 +26,16 @@ def _build(config: Any, dataset: Any) -> Any:
 
     factory = model_factory(config.model.name)  # an unknown model fails before the data loads
     federation = flip_labels(build_federation(config.data, config.seed, dataset), config)
-    return ClassificationTask(federation, factory, config.train, config.eval.batch_size)
+    task = ClassificationTask(federation, factory, config.train, config.eval.batch_size)
+    privacy = config.privacy
+    if privacy is None or privacy.mechanism != "dp_sgd":
+        return task
+    from fedsim.privacy.dp_sgd import DPSGD, refuse_unsupported_model
+    from fedsim.privacy.ledger import run_noise_multiplier
+
+    refuse_unsupported_model(task.new_module(), config.model.name)
+    task.dp_sgd = DPSGD(run_noise_multiplier(config, task.hospital_sizes()), privacy.clip_norm)
+    return task
 
 
 def _describe(config: Any) -> str:
@@ -44,7 +54,7 @@ def _check(config: Any) -> None:
 CLASSIFICATION = register_task(TaskSpec(
     name="classification",
     build=_build,
-    capabilities=frozenset({PROXIMAL, GRADIENT_CORRECTION, FAIRNESS, PLAIN_SGD, NORMALIZATION_LAYERS, VALIDATION_METRICS}),
+    capabilities=frozenset({PROXIMAL, GRADIENT_CORRECTION, FAIRNESS, PLAIN_SGD, NORMALIZATION_LAYERS, VALIDATION_METRICS, DP_SGD}),
     num_hospitals=lambda config: config.data.hospitals,
     hospitals_key="data.hospitals",
     describe=_describe,
