@@ -245,20 +245,28 @@ def trial_resources(config: Config, driver_cpus: float) -> PlacementGroupFactory
 
 def read_results(sweep_dir: str | Path) -> pa.Table:
     """The whole sweep as one table: one row per trial and round, partition keys as columns
-    (decimals such as alpha, eta or train.lr as floats: pyarrow's hive discovery alone reads
-    them as strings)."""
-    dataset = ds.dataset(Path(sweep_dir) / RESULTS, partitioning="hive")
-    table = dataset.to_table()
-    for key in dataset.partitioning.schema.names:
-        column = table[key]
-        if pa.types.is_string(column.type) and all(_is_number(v) for v in column.drop_null().unique().to_pylist()):
-            table = table.set_column(table.column_names.index(key), key, pc.cast(column, pa.float64()))
+    (integers as int64, decimals such as alpha, eta or train.lr as float64, the rest as text).
+    Keys are read as text first, so a key no finished trial has set yet (eta while only alpha
+    trials are done) reads as nulls instead of failing pyarrow's type inference."""
+    root = Path(sweep_dir) / RESULTS
+    first = next(root.rglob(PART), None)
+    keys = [part.split("=", 1)[0] for part in first.relative_to(root).parts[:-1]] if first else []
+    partitioning = ds.partitioning(pa.schema([(key, pa.string()) for key in keys]), flavor="hive")
+    table = ds.dataset(root, partitioning=partitioning).to_table()
+    for key in keys:
+        values = [v for v in table[key].drop_null().unique().to_pylist() if v != NULL]
+        column = pc.if_else(pc.equal(table[key], NULL), pa.scalar(None, pa.string()), table[key])
+        for kind, parse in ((pa.int64(), int), (pa.float64(), float)):  # a key without values yet: float
+            if (values or kind == pa.float64()) and all(_parses(parse, v) for v in values):
+                column = pc.cast(column, kind)
+                break
+        table = table.set_column(table.column_names.index(key), key, column)
     return table
 
 
-def _is_number(text: str) -> bool:
+def _parses(parse: Any, text: str) -> bool:
     try:
-        float(text)
+        parse(text)
     except ValueError:
         return False
     return True

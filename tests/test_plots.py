@@ -42,7 +42,7 @@ def test_run_plots(fedmrl_run: Path, tmp_path: Path, capsys) -> None:
     assert "global test accuracy" in _titles(figures["global_metrics"])
     assert all(ax.get_xlabel() == "round" for ax in figures["global_metrics"].axes if ax.get_visible())
     spread = figures["hospital_spread"].axes[0]
-    assert spread.get_title() == "accuracy on each hospital's own split (5 hospitals)"
+    assert spread.get_title() == "accuracy of the global model at each hospital (5 hospitals)"
     assert [text.get_text() for text in spread.get_legend().get_texts()] == [
         "10th-90th percentile", "worst 10% of hospitals (range)", "median hospital", "worst-10% mean"]
     histogram = figures["label_histograms"].axes[0]

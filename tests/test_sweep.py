@@ -205,6 +205,23 @@ def test_sweep_command_reports_errors_in_one_line(tmp_path: Path, capsys) -> Non
     assert capsys.readouterr().err.strip() == f"sweep: error: {tmp_path / 'missing.yaml'}: sweep file not found"
 
 
+def test_results_of_a_sweep_still_running_read_with_typed_keys(tmp_path: Path) -> None:
+    """Only alpha trials finished so far: eta has no value yet and must not break reading."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from fedsim.sweep import read_results
+
+    for alpha, lr in [(0.1, 0.01), (1.0, 0.2)]:
+        folder = tmp_path / RESULTS / f"hospitals=5/alpha={alpha}/eta=__HIVE_DEFAULT_PARTITION__/strategy=fedprox-mu-0.1/train.lr={lr}"
+        folder.mkdir(parents=True)
+        pq.write_table(pa.table({"round": [1, 2], "global_accuracy": [0.5, 0.6]}), folder / "part-0.parquet")
+    table = read_results(tmp_path)
+    types = {name: str(table.schema.field(name).type) for name in ("hospitals", "alpha", "eta", "strategy", "train.lr")}
+    assert types == {"hospitals": "int64", "alpha": "double", "eta": "double", "strategy": "string", "train.lr": "double"}
+    assert sorted(set(table["train.lr"].to_pylist())) == [0.01, 0.2] and set(table["eta"].to_pylist()) == {None}
+
+
 def test_the_readme_sweep_example_is_a_valid_sweep(tmp_path: Path, monkeypatch) -> None:
     readme = (REPO / "README.md").read_text()
     block = readme[readme.index("```yaml\nbase: experiments"):].split("```")[1].removeprefix("yaml\n")
