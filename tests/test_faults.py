@@ -163,10 +163,10 @@ def test_compare_resumes_an_interrupted_run_instead_of_refusing_it(tmp_path: Pat
     runs = plan_runs(None, overrides, ["fedavg"], [0])
     original = Simulation._write_round
 
-    def interrupted_in_round_three(self, outcome, seconds):
+    def interrupted_in_round_three(self, outcome, *rest):
         if outcome.round_index == 3:
             raise KeyboardInterrupt
-        original(self, outcome, seconds)
+        return original(self, outcome, *rest)
 
     monkeypatch.setattr(Simulation, "_write_round", interrupted_in_round_three)
     with pytest.raises(KeyboardInterrupt):
