@@ -22,9 +22,9 @@ class Stream(IntEnum):
     DATASET = 5
     LOCAL_WORK = 6
     UPDATE_STAGE = 7  # an update stage's randomness, per round, hospital and stage position
-    ATTACK = 8  # which hospitals an `attack` makes malicious
-    SERVER_NOISE = 9  # central DP's noise on the server's sum, per round
-    SECURE_AGGREGATION = 10  # secure aggregation's graph, keys, shares and dropouts, per round (and hospital)
+    SERVER_NOISE = 8  # central DP's noise on the server's sum, per round
+    SECURE_AGGREGATION = 9  # secure aggregation's graph, keys, shares and dropouts, per round (and hospital)
+    ATTACK = 10  # which hospitals an `attack` makes malicious
     SKETCH = 100  # fedmrl's count-sketch projection
     FEDMRL = 101  # fedmrl's QMIX exploration and replay sampling
     SCHEDULING_PROFILES = 200  # each hospital's scheduling profile (arrivals, acuity mix, resources)

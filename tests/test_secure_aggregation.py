@@ -42,7 +42,7 @@ def _plain(contributions: dict[int, dict[str, np.ndarray]], hospitals) -> FixedP
 
 def test_round_with_secure_aggregation_is_bitwise_the_plain_round() -> None:
     task = ToyTask(num_hospitals=6)
-    pipeline = Pipeline([], _secure(threshold=2, neighbours=2))
+    pipeline = Pipeline([], secure_aggregation=_secure(threshold=2, neighbours=2))
     plain, plain_reports, *_ = one_round(task, FedAvg(), full_cohort(task), workers=2)
     secure, reports, _, metrics = one_round(task, FedAvg(), full_cohort(task), workers=2, pipeline=pipeline)
     np.testing.assert_array_equal(secure["w"], plain["w"])
@@ -52,7 +52,7 @@ def test_round_with_secure_aggregation_is_bitwise_the_plain_round() -> None:
 
 def test_fedavg_with_dropouts_averages_the_survivors() -> None:
     task = ToyTask(num_hospitals=8)
-    pipeline = Pipeline([], _secure(threshold=2, neighbours=4, dropout=0.3))
+    pipeline = Pipeline([], secure_aggregation=_secure(threshold=2, neighbours=4, dropout=0.3))
     broadcast, reports, _, metrics = one_round(task, FedAvg(), full_cohort(task), workers=2, pipeline=pipeline)
     survivors = [r.hospital for r in reports if not r.metrics["secagg_dropped"]]
     assert 0 < len(survivors) < 8 and metrics["pipeline_secagg_failed"] == 0
@@ -99,7 +99,7 @@ def test_dropouts_after_masking_are_recovered_exactly_from_shares() -> None:
 
 def test_too_few_surviving_share_holders_fail_the_round_and_keep_the_model() -> None:
     task = ToyTask(num_hospitals=6)
-    pipeline = Pipeline([], _secure(threshold=5, neighbours=4, dropout=0.6))
+    pipeline = Pipeline([], secure_aggregation=_secure(threshold=5, neighbours=4, dropout=0.6))
     start = task.initial_params(0)
     broadcast, reports, _, metrics = one_round(task, FedAvg(), full_cohort(task), pipeline=pipeline)
     assert metrics["pipeline_secagg_failed"] == 1.0
