@@ -13,10 +13,10 @@ from fedsim.engine.in_process import InProcessBackend
 from fedsim.engine.rounds import run_round
 from fedsim.errors import ConfigError
 from fedsim.params import params_nbytes
-from fedsim.pipeline.base import Pipeline
+from fedsim.pipeline.base import Pipeline, ServerContext
 from fedsim.privacy.federated_dropout import FederatedDropout, UnitLayer, draw_subnetwork, entry_products
 from fedsim.privacy.stages import section_stages
-from fedsim.protocol import LocalPlan
+from fedsim.protocol import Instruction, LocalPlan
 from fedsim.seeding import Stream, seed_for
 from fedsim.strategies.fedavg import FedAvg
 from fedsim.strategies.fedavgm import FedAvgM
@@ -183,3 +183,29 @@ def test_a_fraction_of_one_and_unknown_models_are_refused() -> None:
     config = _config("model.name=resnet18")
     with pytest.raises(ConfigError, match="federated_dropout does not know the layers of model resnet18"):
         section_stages(config, build_task(config))
+
+
+def test_with_local_dp_the_noise_on_dropped_entries_never_leaves() -> None:
+    config = _config("model.name=small_cnn_gn", "privacy={mechanism: local, clip_norm: 1.0, noise_multiplier: 1.0}")
+    task = build_task(config)
+    stages = section_stages(config, task)
+    assert [type(stage).__name__ for stage in stages] == ["LocalDP", "FederatedDropout"]
+    start = task.initial_params(0)
+    subnetwork = stages[1].subnetwork(1, 0)
+    result = task.train(0, start, LocalPlan(epochs=1, subnetwork=subnetwork), None, seed=3)
+    sent, *_ = Pipeline(stages).hospital_side(result, start, frozenset(), Instruction(0, 1.0, LocalPlan(1)), 1, SEED, ())
+    for name, mask in subnetwork.held({n: a.shape for n, a in start.items()}).items():
+        np.testing.assert_array_equal(sent.params[name][~mask], start[name][~mask], err_msg=name)
+        assert np.all(sent.params[name][mask] != result.params[name][mask]), name  # noised
+
+
+def test_with_central_dp_the_noise_goes_on_before_the_expected_denominator() -> None:
+    config = _config("model.name=small_cnn_gn", "privacy={mechanism: central, clip_norm: 1.0, noise_multiplier: 2.0}")
+    task = build_task(config)
+    pipeline = Pipeline(section_stages(config, task))
+    start = {n: np.zeros(a.shape, np.float32) for n, a in task.initial_params(0).items()}
+    context = ServerContext(1, [], 1.0, {}, start, sums_updates=False)
+    total, metrics = pipeline.server_side({n: a.astype(np.float64) for n, a in start.items()}, context, [{}, {}])
+    # noise std sigma * C / m on the sum, then divided by P = 1/4 for head.1's entries
+    assert np.std(total["head.1.weight"]) == pytest.approx(4 * metrics["noise_std"], rel=0.02)
+    assert np.std(total["features.0.weight"]) == pytest.approx(2 * metrics["noise_std"], rel=0.2)

@@ -5,7 +5,13 @@
   sees the hospital's *update*: the float64 delta w_k - w_start of every trained parameter the
   hospital shares (what leaves the hospital), and may keep per-hospital state between that
   hospital's rounds (an error-feedback residual), which the engine holds like any hospital state.
-- The server half runs once per round on the exact sum, before the strategy's aggregate.
+- The server half runs once per round on the exact sum, before the strategy's aggregate;
+  server halves run in the reverse stage order (central DP's noise goes on the sum before
+  federated dropout rescales it: each undoes what its hospital half began, innermost first).
+- Server to hospital: a stage's `setting` (from its server state, e.g. adaptive clipping's C)
+  goes out with every instruction of the round; `local_plan` may change the plan before training
+  (federated dropout's sub-network); `summed` names hospital quantities the server half receives
+  only as their exact (or securely masked) sum, never one hospital's.
 
 Stages compose with every strategy: the strategy builds its contribution from the transformed
 update (w_start + delta'), while the hospital's own state (FedBN's BN, a local-only model) comes
