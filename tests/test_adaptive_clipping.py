@@ -23,7 +23,7 @@ from fedsim.seeding import Stream, rng_for
 from fedsim.simulation import Simulation
 from fedsim.strategies.fedavg import FedAvg
 from in_process import SEED, one_round
-from test_faults import SMALL, assert_same_run
+from test_faults import SMALL, assert_same_run, interrupted_in_round
 from toy_task import ToyTask, full_cohort
 
 
@@ -134,17 +134,8 @@ def test_the_clip_norm_is_logged_checkpointed_and_resumed_to_the_same_bits(tmp_p
     fractions = np.array(rounds["pipeline_unclipped_fraction"])
     np.testing.assert_allclose(clip[1:], np.array(clip[:-1]) * np.exp(-0.5 * (fractions[:-1] - 0.3)), rtol=1e-12)
 
-    original = Simulation._write_round
-
-    def interrupted_in_round_three(self, outcome, *rest):
-        if outcome.round_index == 3:
-            raise KeyboardInterrupt
-        return original(self, outcome, *rest)
-
-    monkeypatch.setattr(Simulation, "_write_round", interrupted_in_round_three)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted_in_round(3, monkeypatch), pytest.raises(KeyboardInterrupt):
         Simulation(config, tmp_path / "resumed", quiet=True).run()
-    monkeypatch.setattr(Simulation, "_write_round", original)
     checkpoint = load_checkpoint(tmp_path / "resumed")
     assert checkpoint.round_index == 2 and checkpoint.server["pipeline"][0]["clip_norm"] == clip[2]
     Simulation.resume(tmp_path / "resumed", quiet=True).run()
