@@ -297,6 +297,8 @@ class Config(_Strict):
         ]
         if self.privacy is not None:
             needed.append((f"privacy.mechanism: {self.privacy.mechanism}", self.privacy.requirements()))
+        if self.compression is not None:
+            needed.append((f"compression.scheme: {self.compression.scheme}", self.compression.requirements()))
         for part, needs in needed:
             for capability, why in needs.items():
                 if capability not in spec.capabilities:

@@ -17,6 +17,7 @@ PLAIN_SGD = "plain local SGD at train.lr"
 NORMALIZATION_LAYERS = "normalisation layers"
 VALIDATION_METRICS = "validation accuracy and loss"
 DP_SGD = "sample-level DP-SGD in local training (Opacus)"
+SUBNETWORK = "training a given sub-network of the model (federated dropout)"
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,10 @@ class LocalPlan:
     - `epochs` of local training;
     - `mu`: FedProx's proximal term, add (mu/2)||w - w_start||^2 to the objective;
     - `gradient_correction`: name -> array added to every gradient (SCAFFOLD's c - c_i);
-    - `fairness_lambda` with `global_loss`: FedMRL's fairness term lambda * (L_h - L_global)^2.
+    - `fairness_lambda` with `global_loss`: FedMRL's fairness term lambda * (L_h - L_global)^2;
+    - `subnetwork`: train only this sub-network of the model (federated dropout, a
+      fedsim.privacy.federated_dropout.Subnetwork): dropped units output zero, and every entry
+      outside the sub-network comes back exactly as it was sent.
     """
 
     epochs: int
@@ -43,6 +47,7 @@ class LocalPlan:
     gradient_correction: Mapping[str, np.ndarray] | None = None
     fairness_lambda: float = 0.0
     global_loss: float = float("nan")
+    subnetwork: Any = None
 
     def terms(self) -> frozenset[str]:
         """The local-objective terms this plan switches on."""
@@ -62,12 +67,14 @@ class Instruction:
 
     `weight` is the hospital's share of the aggregate, fixed before training so that workers can
     sum weighted contributions (a strategy that weighs after training replaces it with the
-    weight its `weigh` returns).
+    weight its `weigh` returns). `stage_settings`: what each update stage's server half tells
+    the hospital halves this round, in pipeline order (adaptive clipping's current clip norm).
     """
 
     hospital: int
     weight: float
     plan: LocalPlan
+    stage_settings: tuple[Any, ...] = ()
 
 
 @dataclass

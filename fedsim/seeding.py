@@ -25,6 +25,8 @@ class Stream(IntEnum):
     SERVER_NOISE = 8  # central DP's noise on the server's sum, per round
     SECURE_AGGREGATION = 9  # secure aggregation's graph, keys, shares and dropouts, per round (and hospital)
     ATTACK = 10  # which hospitals an `attack` makes malicious
+    CLIP_COUNT_NOISE = 11  # adaptive clipping's noise on the count of unclipped updates, per round
+    FEDERATED_DROPOUT = 12  # each hospital's sub-network under federated dropout, per round and hospital
     SKETCH = 100  # fedmrl's count-sketch projection
     FEDMRL = 101  # fedmrl's QMIX exploration and replay sampling
     SCHEDULING_PROFILES = 200  # each hospital's scheduling profile (arrivals, acuity mix, resources)

@@ -65,7 +65,7 @@ def test_central_dp_clips_after_compression_so_what_leaves_is_bounded() -> None:
     task = ToyTask(num_hospitals=2)
     stages = section_stages(config, task)
     assert [type(s) for s in stages] == [Quantize, CentralDP]
-    context = HospitalContext(1, 0, weight=1.0, seed=3)
+    context = HospitalContext(1, 0, weight=1.0, seed=3, setting=0.1)  # central DP's C, as the server sends it
     update = {"w": np.random.default_rng(0).normal(size=1000)}
     pipeline_update = update
     for stage in stages:

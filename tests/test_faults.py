@@ -10,7 +10,9 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import psutil
@@ -43,6 +45,23 @@ def assert_same_run(one: Path, two: Path) -> None:
         assert first.keys() == second.keys(), table
         for column in first.keys() - WALL_CLOCK:
             np.testing.assert_array_equal(np.array(first[column]), np.array(second[column]), err_msg=f"{table}.{column}")
+
+
+@contextmanager
+def interrupted_in_round(round_index: int, monkeypatch) -> Iterator[None]:
+    """Within: a Simulation is interrupted (KeyboardInterrupt) as it writes round `round_index`."""
+    original = Simulation._write_round
+
+    def interrupting(self, outcome, *rest):
+        if outcome.round_index == round_index:
+            raise KeyboardInterrupt
+        return original(self, outcome, *rest)
+
+    monkeypatch.setattr(Simulation, "_write_round", interrupting)
+    try:
+        yield
+    finally:
+        monkeypatch.setattr(Simulation, "_write_round", original)
 
 
 def _finished(run: Path) -> int:
@@ -161,17 +180,8 @@ def test_compare_resumes_an_interrupted_run_instead_of_refusing_it(tmp_path: Pat
     clean_dir = tmp_path / "clean"
     Simulation(load_config(None, overrides + ["seed=0"]), clean_dir, quiet=True).run()
     runs = plan_runs(None, overrides, ["fedavg"], [0])
-    original = Simulation._write_round
-
-    def interrupted_in_round_three(self, outcome, *rest):
-        if outcome.round_index == 3:
-            raise KeyboardInterrupt
-        return original(self, outcome, *rest)
-
-    monkeypatch.setattr(Simulation, "_write_round", interrupted_in_round_three)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted_in_round(3, monkeypatch), pytest.raises(KeyboardInterrupt):
         run_all(runs, tmp_path / "compare")
-    monkeypatch.setattr(Simulation, "_write_round", original)
     interrupted = tmp_path / "compare" / "fedavg" / "seed-0"
     assert _finished(interrupted) == 2 and load_checkpoint(interrupted).round_index == 2
     run_all(runs, tmp_path / "compare")

@@ -62,7 +62,7 @@ class Counting(UpdateStage):
         count = (state or 0) + 1
         return update, count, {"stage_rounds": float(count), "stage_seed": float(context.seed % 1000)}
 
-    def server(self, total, round_index, instructions):
+    def server(self, total, context):
         return {name: value / 2 for name, value in total.items()}, {"halved": 1.0}
 
 

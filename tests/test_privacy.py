@@ -13,7 +13,7 @@ from opacus.accountants.rdp import RDPAccountant
 from fedsim.config import load_config
 from fedsim.engine.sampling import poisson_hospitals
 from fedsim.errors import ConfigError
-from fedsim.pipeline.base import HospitalContext, Pipeline
+from fedsim.pipeline.base import HospitalContext, Pipeline, ServerContext
 from fedsim.pipeline.clipping import update_norm
 from fedsim.privacy.accounting import ORDERS
 from fedsim.privacy.dp import CentralDP, LocalDP
@@ -51,7 +51,7 @@ def test_central_dp_is_the_fixed_denominator_sum_of_clipped_updates_plus_the_for
 def test_hospital_halves_clip_to_c_and_local_noise_has_the_formula_std() -> None:
     rng = np.random.default_rng(0)
     update = {"a": rng.normal(size=(300, 100)), "b": rng.normal(size=20_000)}
-    context = HospitalContext(round_index=1, hospital=3, weight=0.25, seed=7)
+    context = HospitalContext(round_index=1, hospital=3, weight=0.25, seed=7, setting=2.0)  # the server's C
     sent, _, metrics = CentralDP(2.0, 1.0, expected_cohort=8.0, run_seed=0).hospital(update, context, None)
     assert update_norm(sent) * 8.0 * 0.25 == pytest.approx(2.0) and metrics["clipped"] == 1.0
     clip, sigma = 2.0, 0.7
@@ -65,10 +65,11 @@ def test_hospital_halves_clip_to_c_and_local_noise_has_the_formula_std() -> None
 def test_server_noise_std_equals_sigma_c_over_m() -> None:
     sigma, clip, m = 1.3, 0.8, 10.0
     total = {"w": np.zeros(100_000), "running_mean": np.zeros(10)}
-    noisy, metrics = CentralDP(clip, sigma, m, run_seed=1).server(total, 4, [])
+    context = ServerContext(round_index=4, instructions=[], weight=1.0, sums={}, start={}, sums_updates=False)
+    noisy, metrics = CentralDP(clip, sigma, m, run_seed=1).server(total, context)
     assert np.std(noisy["w"]) == pytest.approx(sigma * clip / m, rel=0.02)
     assert not np.any(noisy["running_mean"])  # only trained entries are noised
-    again, _ = CentralDP(clip, sigma, m, run_seed=1).server(total, 4, [])
+    again, _ = CentralDP(clip, sigma, m, run_seed=1).server(total, context)
     np.testing.assert_array_equal(again["w"], noisy["w"])  # seeded by run and round
 
 

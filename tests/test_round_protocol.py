@@ -115,10 +115,18 @@ def _assert_same_metrics(one: Path, two: Path, table: str) -> None:
         np.testing.assert_array_equal(np.array(first[column]), np.array(second[column]), err_msg=f"{table}.{column}")
 
 
-@pytest.mark.parametrize("strategy", ["fedavg", "scaffold", "fedmrl"])
-def test_ray_and_in_process_backends_give_bitwise_identical_metrics(strategy: str, ray_cluster, tmp_path: Path) -> None:
+ADAPTIVE_CLIPPING = ["model.name=small_cnn_gn", "privacy={mechanism: central, clip_norm: 0.5, noise_multiplier: 0.5, "
+                     "adaptive_clipping: {count_noise: 1.0}}"]
+
+
+@pytest.mark.parametrize(("strategy", "extra"), [
+    ("fedavg", []), ("scaffold", []), ("fedmrl", []),
+    ("fedavg", ADAPTIVE_CLIPPING),  # the clip norm travels with the instructions, the clipped count in the sums
+    ("fedadam", ["compression={scheme: federated_dropout, fraction: 0.3}"]),
+], ids=["fedavg", "scaffold", "fedmrl", "adaptive-clipping", "federated-dropout"])
+def test_ray_and_in_process_backends_give_bitwise_identical_metrics(strategy: str, extra: list[str], ray_cluster, tmp_path: Path) -> None:
     overrides = SMALL + ["rounds=3", "sampling.clients_per_round=5", f"strategy={strategy}",
-                         "pipeline=[{stage: clip, max_norm: 2.0}]"]
+                         "pipeline=[{stage: clip, max_norm: 2.0}]", *extra]
     for backend in ("ray", "in_process"):
         Simulation(load_config(None, overrides + [f"engine.backend={backend}"]), tmp_path / backend, quiet=True).run()
     for table in ("rounds", "clients", "hospital_eval", "partition"):

@@ -32,6 +32,8 @@ class ServerLost(RuntimeError):
 class Backend(ABC):
     #: The strategy decides weights after training (summaries -> weigh -> weighted sums).
     weighs_after_training: bool
+    #: The run's update pipeline (the driver's copy: what it says of bytes is a pure function of the config).
+    pipeline: Any
 
     @abstractmethod
     def configure(self, round_index: int, cohort: Cohort) -> list[Instruction]: ...
@@ -64,6 +66,12 @@ class Backend(ABC):
     @abstractmethod
     def broadcast_bytes(self) -> int:
         """Size of the current broadcast, as sent to each hospital."""
+
+    def bytes_sent(self, round_index: int, instructions: list[Instruction]) -> int:
+        """What the server sends the instructed hospitals this round: the broadcast, or as much of
+        it as an update stage says each hospital receives (federated dropout's sub-network)."""
+        full = self.broadcast_bytes()
+        return sum(self.pipeline.download_bytes(full, round_index, instruction.hospital) for instruction in instructions)
 
     @abstractmethod
     def global_params(self) -> Params:

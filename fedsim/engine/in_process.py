@@ -25,6 +25,7 @@ from fedsim.tasks.base import Task
 class InProcessBackend(Backend):
     def __init__(self, task: Task, strategy: Strategy, pipeline: Pipeline, initial: Params, run_seed: int, workers: int = 1) -> None:
         self.task = task
+        self.pipeline = pipeline
         self.run_seed = run_seed
         self.server = ServerCore(strategy, pipeline, initial)
         self.workers = [WorkerCore(task, strategy, pipeline, use_gpu=False, threads=1) for _ in range(workers)]

@@ -36,6 +36,7 @@ Result = TypeVar("Result")
 class RayBackend(Backend):
     def __init__(self, config: Any, task: Task, strategy: Strategy, pipeline: Pipeline, initial: Params) -> None:
         self.run_seed = config.seed
+        self.pipeline = pipeline
         self.weighs_after_training = strategy.weighs_after_training
         self.pool = WorkerPool(
             ray.put(task),

@@ -77,7 +77,7 @@ def run_round(backend: Backend, task: Task, round_index: int, cohort: Cohort, sc
     """One round on `backend`: train `cohort`, aggregate, and (unless `scored` is None) evaluate
     the new model and let the strategy observe the result before the next configure."""
     instructions = backend.configure(round_index, cohort)
-    bytes_sent = backend.broadcast_bytes() * len(instructions)
+    bytes_sent = backend.bytes_sent(round_index, instructions)
     costs = cohort.sizes * np.array([instruction.plan.epochs for instruction in instructions], dtype=np.int64)
     partials, reports = backend.train(round_index, instructions, costs)
     if backend.weighs_after_training:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from fedsim.engine.fixed_point import FixedPointSum
 from fedsim.params import Params, params_nbytes
-from fedsim.pipeline.base import Pipeline
+from fedsim.pipeline.base import Pipeline, ServerContext
 from fedsim.protocol import Aggregate, ClientReport, Cohort, Instruction, Summaries
 from fedsim.quarantine import OK, kept_share
 from fedsim.strategies.base import Strategy
@@ -26,7 +27,9 @@ class ServerCore:
         return self.broadcast, params_nbytes(self.broadcast)
 
     def configure(self, round_index: int, cohort: Cohort) -> list[Instruction]:
-        return self.strategy.configure(round_index, cohort)
+        """The strategy's instructions, each carrying the update stages' settings for the round."""
+        settings = self.pipeline.settings()
+        return [replace(instruction, stage_settings=settings) for instruction in self.strategy.configure(round_index, cohort)]
 
     def observe(self, round_index: int, global_metrics: dict[str, float], hospital_metrics: dict[int, dict[str, float]]) -> None:
         self.strategy.observe(round_index, global_metrics, hospital_metrics)
@@ -56,6 +59,7 @@ class ServerCore:
         if not kept:  # every update quarantined: the model stays as it is
             return self.broadcast, {}, params_nbytes(self.broadcast), {}
         stage_metrics: dict[str, float] = {}
+        sums: list[dict[str, float]] = [{} for _ in self.pipeline.stages]
         if strategy.sends_individual_updates:
             updates = sorted((pair for batch in partials for pair in batch), key=lambda pair: pair[0])
             total = strategy.combine(updates)
@@ -63,15 +67,18 @@ class ServerCore:
             total, stage_metrics = secure.unmasked_total(partials, instructions, round_index)
             if total is None:  # too few survivors: the round fails, the model stays
                 return self.broadcast, {f"pipeline_{k}": v for k, v in stage_metrics.items()}, params_nbytes(self.broadcast), {}
+            total, sums = self.pipeline.split_summed(total)
         else:
             exact = FixedPointSum()
             for partial in partials:
                 exact.merge(partial)
-            total = exact.value()
+            total, sums = self.pipeline.split_summed(exact.value())
             share = 1.0 if strategy.weighs_after_training else kept_share(instructions, kept)
             if share != 1.0:
                 total = {name: value * share for name, value in total.items()}
-        summed, more_metrics = self.pipeline.server_side(total, round_index, kept)
+        context = ServerContext(round_index, kept, float(sum(i.weight for i in instructions)), {},
+                                strategy.model_params(self.broadcast), strategy.sums_updates)
+        summed, more_metrics = self.pipeline.server_side(total, context, sums)
         if secure and not strategy.sends_individual_updates:
             summed = secure.over_survivors(summed, stage_metrics)
         stage_metrics = {**stage_metrics, **more_metrics}

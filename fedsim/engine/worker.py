@@ -84,13 +84,15 @@ class WorkerCore:
             hospital = instruction.hospital
             state = state or HospitalState()
             start = strategy.model_params(broadcast, state.strategy)
-            plan = strategy.local_plan(instruction, broadcast, state.strategy)
+            plan = self.pipeline.local_plan(strategy.local_plan(instruction, broadcast, state.strategy), instruction, round_index, run_seed)
             seed = seed_for(run_seed, Stream.LOCAL_TRAINING, round_index, hospital)
             result = self.task.train(hospital, start, plan, state.task, seed)
-            sent, stage_states, stage_metrics, encoded = self.pipeline.hospital_side(
+            sent, stage_states, stage_metrics, encoded, summed = self.pipeline.hospital_side(
                 result, start, strategy.local_keys, instruction, round_index, run_seed, state.stages
             )
             contribution = strategy.contribution(sent, instruction, broadcast)
+            if not individual:  # the stages' summed quantities ride in the exact (or masked) sum
+                contribution.update(summed)
             status = self.pipeline.screen.verdict(sent, start, strategy.local_keys, contribution)
             strategy_state, strategy_metrics = strategy.local_state(result, instruction, broadcast, state.strategy)
             if status == OK:

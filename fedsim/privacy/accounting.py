@@ -13,6 +13,16 @@ The ledger keeps one RDP curve per hospital, so one code path covers every mecha
   steps_k = epochs * ceil(n_k / B).
 
 The run's epsilon is the largest over hospitals.
+
+Adaptive clipping (Andrew et al. 2021) releases, besides the noised update sum (noise multiplier
+z_update), the noised count of unclipped updates: each hospital adds b_k - 1/2 in {-1/2, +1/2}
+(sensitivity 1/2) and the server adds N(0, sigma_b^2), a Gaussian mechanism of noise multiplier
+2 sigma_b. Two Gaussian mechanisms compose in RDP (alpha / 2z^2 each) into one of multiplier
+
+    z = (z_update^-2 + (2 sigma_b)^-2)^(-1/2),
+
+so the ledger accounts z (configured or calibrated as usual) and the update noise uses
+z_update = (z^-2 - (2 sigma_b)^-2)^(-1/2), which exists only when 2 sigma_b > z.
 """
 
 from __future__ import annotations
@@ -40,6 +50,20 @@ def epsilon(curve: np.ndarray, delta: float) -> float:
         return 0.0
     eps, _ = get_privacy_spent(orders=ORDERS, rdp=curve, delta=delta)
     return float(eps)
+
+
+def effective_noise_multiplier(update_noise_multiplier: float, count_noise: float) -> float:
+    """z of the update sum and the clipped count released together (Andrew et al. 2021, Thm. 1)."""
+    return (update_noise_multiplier**-2 + (2 * count_noise) ** -2) ** -0.5
+
+
+def update_noise_multiplier(noise_multiplier: float, count_noise: float) -> float:
+    """The update sum's noise multiplier that, with the count's noise `count_noise`, spends
+    exactly `noise_multiplier`'s privacy."""
+    if not 2 * count_noise > noise_multiplier:
+        raise ValueError(f"privacy.adaptive_clipping.count_noise: expected more than noise_multiplier / 2 = {noise_multiplier / 2:.4g} "
+                         f"(the count would spend the whole budget), got {count_noise:.4g}")
+    return (noise_multiplier**-2 - (2 * count_noise) ** -2) ** -0.5
 
 
 def calibrate(spent: Callable[[float], float], target: float, tolerance: float = 1e-3) -> float:

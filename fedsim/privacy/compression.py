@@ -43,7 +43,7 @@ class Quantize(UpdateStage):
         rng = np.random.default_rng(context.seed)
         return {name: quantize(delta, self.bits, rng) if delta.size else delta for name, delta in update.items()}, state, {}
 
-    def wire_bytes(self, update: Params) -> dict[str, int]:
+    def wire_bytes(self, update: Params, context: HospitalContext) -> dict[str, int]:
         return {name: math.ceil(delta.size * self.bits / 8) + 2 * FLOAT32 for name, delta in update.items()}
 
 
@@ -70,5 +70,5 @@ class TopK(UpdateStage):
         residual_norm = float(np.sqrt(sum(float(np.sum(r**2)) for r in left.values())))
         return sent, left, {"residual_norm": residual_norm}
 
-    def wire_bytes(self, update: Params) -> dict[str, int]:
+    def wire_bytes(self, update: Params, context: HospitalContext) -> dict[str, int]:
         return {name: int(np.count_nonzero(delta)) * (FLOAT32 + INDEX) for name, delta in update.items()}

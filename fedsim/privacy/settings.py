@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Literal, Mapping
 
 from pydantic import Field, model_validator
 
-from fedsim.protocol import DP_SGD, FAIRNESS, GRADIENT_CORRECTION, PROXIMAL
+from fedsim.protocol import DP_SGD, FAIRNESS, GRADIENT_CORRECTION, PROXIMAL, SUBNETWORK
 from fedsim.schema import Strict
 
 if TYPE_CHECKING:
@@ -25,6 +25,20 @@ def refuse_other_strategies(section: str, config: "Config", why: str) -> None:
         raise ValueError(f"{section}: strategy {name} is not supported ({why}); use one of {supported}")
 
 
+class AdaptiveClippingConfig(Strict):
+    """Adaptive clipping (Andrew et al. 2021) for central DP: `clip_norm` is the initial C, which
+    then follows the `target_quantile` of the hospitals' update norms at geometric rate
+    `learning_rate`; `count_noise` sigma_b is the noise std on the count of unclipped updates
+    (default m / 20, the paper's choice, m the expected cohort; it must exceed noise_multiplier / 2)."""
+
+    target_quantile: float = Field(0.5, gt=0, lt=1)
+    learning_rate: float = Field(0.2, gt=0)
+    count_noise: float | None = Field(None, gt=0)
+
+    def count_noise_for(self, expected_cohort: float) -> float:
+        return self.count_noise if self.count_noise is not None else expected_cohort / 20
+
+
 class PrivacyConfig(Strict):
     """Differential privacy of a run (see README, Privacy).
 
@@ -35,7 +49,8 @@ class PrivacyConfig(Strict):
 
     Give `noise_multiplier`, or `target_epsilon` alone (the noise multiplier is then calibrated
     so that the configured rounds spend exactly that budget), or both (the noise multiplier as
-    given, and the run stops after the last round the budget affords).
+    given, and the run stops after the last round the budget affords). `adaptive_clipping`
+    (central only) lets the clip norm follow a quantile of the update norms.
     """
 
     mechanism: Literal["central", "local", "dp_sgd"]
@@ -43,6 +58,7 @@ class PrivacyConfig(Strict):
     noise_multiplier: float | None = Field(None, gt=0)
     target_epsilon: float | None = None
     delta: float = 1e-5
+    adaptive_clipping: AdaptiveClippingConfig | None = None
 
     @model_validator(mode="after")
     def _budget(self) -> "PrivacyConfig":
@@ -52,6 +68,9 @@ class PrivacyConfig(Strict):
             raise ValueError(f"target_epsilon: expected epsilon > 0, got {self.target_epsilon}")
         if self.noise_multiplier is None and self.target_epsilon is None:
             raise ValueError("noise_multiplier: give noise_multiplier or target_epsilon (or both)")
+        if self.adaptive_clipping is not None and self.mechanism != "central":
+            raise ValueError(f"adaptive_clipping: only with mechanism central, got {self.mechanism} (each hospital's "
+                             "clipped bit would need its own local noise, which this accounting does not cover)")
         return self
 
     def requirements(self) -> Mapping[str, str]:
@@ -68,19 +87,41 @@ class PrivacyConfig(Strict):
 
 
 class CompressionConfig(Strict):
-    """Update compression on the way up (hospital -> server):
+    """Update compression:
 
     - `quantize`: unbiased stochastic uniform quantisation to `bits` bits per entry (QSGD-style);
     - `topk`: the `fraction` largest-magnitude entries of (update + residual), the rest kept as
-      the hospital's error-feedback residual for its next round.
+      the hospital's error-feedback residual for its next round;
+    - `federated_dropout`: each hospital receives, trains and sends a seeded sub-network with a
+      `fraction` of the hidden units (conv channel groups) of every layer dropped (both ways).
     """
 
-    scheme: Literal["quantize", "topk"]
+    scheme: Literal["quantize", "topk", "federated_dropout"]
     bits: int = Field(8, ge=1, le=16)
     fraction: float = Field(0.1, gt=0, le=1)
 
+    @model_validator(mode="after")
+    def _fraction(self) -> "CompressionConfig":
+        if self.scheme == "federated_dropout" and not self.fraction < 1:
+            raise ValueError(f"fraction: federated_dropout drops this fraction of units, expected below 1, got {self.fraction}")
+        return self
+
+    def requirements(self) -> Mapping[str, str]:
+        return {SUBNETWORK: "compression.scheme federated_dropout"} if self.scheme == "federated_dropout" else {}
+
     def check(self, config: "Config") -> None:
         refuse_other_strategies("compression.scheme", config, "the server must rebuild the aggregate from compressed updates alone")
+        if self.scheme == "federated_dropout":
+            self._check_federated_dropout(config)
         if config.secure_aggregation is not None:
             raise ValueError("compression.scheme: cannot combine with secure_aggregation (masked vectors are uniform "
                              "64-bit words, which no compression shrinks, and top-k supports differ between hospitals)")
+
+    def _check_federated_dropout(self, config: "Config") -> None:
+        if config.secure_aggregation is not None:
+            raise ValueError("compression.scheme: federated_dropout cannot combine with secure_aggregation (pairwise masks "
+                             "cancel only on entries both neighbours send, so every hospital would have to send the full "
+                             "masked vector, which saves nothing)")
+        if config.privacy is not None and config.privacy.mechanism == "dp_sgd":
+            raise ValueError("compression.scheme: federated_dropout cannot combine with privacy.mechanism dp_sgd "
+                             "(Opacus' per-sample gradients do not know the sub-network)")

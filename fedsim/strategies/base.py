@@ -51,6 +51,9 @@ class Strategy(ABC):
     #: Krum): each worker sends every hospital's contribution, the server holds the round's updates
     #: (cohort x model bytes) and reduces them with `combine` in place of the exact sum.
     sends_individual_updates: ClassVar[bool] = False
+    #: True when the contribution is p_k (w_k - w_t) for trained parameters (FedOpt, FedAvgM), so
+    #: the summed total is the mean update, not the mean model (federated dropout rescales updates).
+    sums_updates: ClassVar[bool] = False
     #: True when hospitals keep strategy state between their rounds (FedBN's BN, SCAFFOLD's c_i).
     keeps_hospital_state: ClassVar[bool] = False
     #: True when normalisation layers never leave the hospitals (FedBN), so the global test

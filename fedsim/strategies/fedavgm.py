@@ -32,6 +32,7 @@ class FedAvgMConfig(StrategyConfig):
 
 class FedAvgM(Strategy):
     name = "fedavgm"
+    sums_updates = True
 
     def __init__(self, server_lr: float, momentum: float) -> None:
         self.server_lr, self.momentum = server_lr, momentum

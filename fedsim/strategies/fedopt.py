@@ -43,6 +43,7 @@ def mean_update_contribution(result: LocalResult, instruction: Instruction, broa
 
 
 class FedOpt(Strategy):
+    sums_updates = True
     def __init__(self, spec: FedOptConfig) -> None:
         self.server_lr, self.beta1, self.beta2, self.tau = spec.server_lr, spec.beta1, spec.beta2, spec.tau
         self.m: dict[str, np.ndarray] = {}

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from contextlib import contextmanager
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 import pyarrow as pa
@@ -109,41 +110,45 @@ class ClassificationTask(WorkerLocalTorch, Task):
         images, labels = self._tensors(hospital, "train")
         model = self._model_with(params)
         model.train()
-        trained = dict(model.named_parameters())
-        anchor = {name: p.detach().clone() for name, p in trained.items()} if mu > 0 else {}
-        optimizer = torch.optim.SGD(
-            model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
-        )
-        count = len(labels)
-        private = self.dp_sgd.attach(model, optimizer, count, config.batch_size, seed) if self.dp_sgd else None
-        optimizer = private.optimizer if private else optimizer
-        generator = torch.Generator().manual_seed(seed)
-        loss_sum, steps, seen = 0.0, 0, 0
-        for _ in range(epochs):
-            for batch in private.batches() if private else shuffled_batches(count, config.batch_size, generator):
-                batch = batch.to(self._device)
-                loss = F.cross_entropy(model(images[batch]), labels[batch])
-                objective = loss + proximal_term(trained, anchor, mu) if mu > 0 else loss
-                if fairness > 0:
-                    objective = objective + fairness_term(loss, global_loss, fairness)
-                optimizer.zero_grad(set_to_none=True)
-                objective.backward()
-                if correction:
-                    for name, parameter in trained.items():
-                        parameter.grad.add_(correction[name])
-                optimizer.step()
-                loss_sum += float(loss.detach()) * len(batch)
-                seen += len(batch)
-                steps += 1
-        if private:
-            private.detach()
-        local = self._score(model, *self._tensors(hospital, "test"))
+        with dropped_units(model, plan.subnetwork):
+            trained = dict(model.named_parameters())
+            anchor = {name: p.detach().clone() for name, p in trained.items()} if mu > 0 else {}
+            optimizer = torch.optim.SGD(
+                model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+            )
+            count = len(labels)
+            private = self.dp_sgd.attach(model, optimizer, count, config.batch_size, seed) if self.dp_sgd else None
+            optimizer = private.optimizer if private else optimizer
+            generator = torch.Generator().manual_seed(seed)
+            loss_sum, steps, seen = 0.0, 0, 0
+            for _ in range(epochs):
+                for batch in private.batches() if private else shuffled_batches(count, config.batch_size, generator):
+                    batch = batch.to(self._device)
+                    loss = F.cross_entropy(model(images[batch]), labels[batch])
+                    objective = loss + proximal_term(trained, anchor, mu) if mu > 0 else loss
+                    if fairness > 0:
+                        objective = objective + fairness_term(loss, global_loss, fairness)
+                    optimizer.zero_grad(set_to_none=True)
+                    objective.backward()
+                    if correction:
+                        for name, parameter in trained.items():
+                            parameter.grad.add_(correction[name])
+                    optimizer.step()
+                    loss_sum += float(loss.detach()) * len(batch)
+                    seen += len(batch)
+                    steps += 1
+            if private:
+                private.detach()
+            local = self._score(model, *self._tensors(hospital, "test"))  # the sub-network, under federated dropout
+        trained_params = params_of(model)
+        if plan.subnetwork is not None:  # weight decay and BN statistics moved dropped entries: they go back
+            trained_params = plan.subnetwork.keep_held(trained_params, params)
         metrics = {
             "train_loss": loss_sum / max(1, seen),
             "local_accuracy": local["accuracy"],
             "label_entropy": label_entropy(labels.cpu().numpy(), self.federation.dataset.num_classes),
         }
-        return LocalResult(params_of(model), count, steps, metrics)
+        return LocalResult(trained_params, count, steps, metrics)
 
     def _on_device(self, arrays: Mapping[str, np.ndarray] | None) -> dict[str, torch.Tensor]:
         if not arrays:
@@ -226,6 +231,26 @@ class ClassificationTask(WorkerLocalTorch, Task):
             metrics["val_accuracy"] = accuracy(dataset.val.labels, val_predictions)
             metrics["val_balanced_accuracy"] = balanced_accuracy(dataset.val.labels, val_predictions)
         return metrics
+
+@contextmanager
+def dropped_units(model: nn.Module, subnetwork: Any) -> Iterator[None]:
+    """Within: forward hooks zero the dropped units' outputs (channel dim 1), so the model
+    computes the sub-network (fedsim.privacy.federated_dropout); no sub-network: nothing changes."""
+    modules = dict(model.named_modules())
+    hooks = []
+    for name, mask in (subnetwork.activation_masks() if subnetwork is not None else {}).items():
+        weights = torch.from_numpy(mask).to(next(model.parameters()).device)
+
+        def zero_dropped(module: nn.Module, inputs: Any, output: torch.Tensor, weights: torch.Tensor = weights) -> torch.Tensor:
+            return output * weights.view(1, -1, *([1] * (output.dim() - 2)))
+
+        hooks.append(modules[name].register_forward_hook(zero_dropped))
+    try:
+        yield
+    finally:
+        for hook in hooks:
+            hook.remove()
+
 
 def shuffled_batches(count: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
     """One epoch of mini-batches: a seeded permutation cut into batch_size pieces."""
