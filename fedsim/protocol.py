@@ -17,6 +17,7 @@ PLAIN_SGD = "plain local SGD at train.lr"
 NORMALIZATION_LAYERS = "normalisation layers"
 VALIDATION_METRICS = "validation accuracy and loss"
 DP_SGD = "sample-level DP-SGD in local training (Opacus)"
+PARTIAL_WORK = "a local step budget (LocalPlan.max_steps)"
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,9 @@ class LocalPlan:
     - `epochs` of local training;
     - `mu`: FedProx's proximal term, add (mu/2)||w - w_start||^2 to the objective;
     - `gradient_correction`: name -> array added to every gradient (SCAFFOLD's c - c_i);
-    - `fairness_lambda` with `global_loss`: FedMRL's fairness term lambda * (L_h - L_global)^2.
+    - `fairness_lambda` with `global_loss`: FedMRL's fairness term lambda * (L_h - L_global)^2;
+    - `max_steps`: at most this many local steps (systems.stragglers: partial, the steps that fit
+      the deadline); None: all of `epochs`.
     """
 
     epochs: int
@@ -43,6 +46,7 @@ class LocalPlan:
     gradient_correction: Mapping[str, np.ndarray] | None = None
     fairness_lambda: float = 0.0
     global_loss: float = float("nan")
+    max_steps: int | None = None
 
     def terms(self) -> frozenset[str]:
         """The local-objective terms this plan switches on."""

@@ -25,6 +25,8 @@ class Stream(IntEnum):
     SERVER_NOISE = 8  # central DP's noise on the server's sum, per round
     SECURE_AGGREGATION = 9  # secure aggregation's graph, keys, shares and dropouts, per round (and hospital)
     ATTACK = 10  # which hospitals an `attack` makes malicious
+    SYSTEM_PROFILES = 11  # which system tier (speed, bandwidth, hours online, dropout) each hospital is in
+    SYSTEM_DROPOUT = 12  # whether a hospital drops out mid-round, per round and hospital
     SKETCH = 100  # fedmrl's count-sketch projection
     FEDMRL = 101  # fedmrl's QMIX exploration and replay sampling
     SCHEDULING_PROFILES = 200  # each hospital's scheduling profile (arrivals, acuity mix, resources)

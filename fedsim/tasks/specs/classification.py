@@ -11,6 +11,7 @@ from fedsim.protocol import (
     GRADIENT_CORRECTION,
     NORMALIZATION_LAYERS,
     PLAIN_SGD,
+    PARTIAL_WORK,
     PROXIMAL,
     VALIDATION_METRICS,
 )
@@ -54,7 +55,7 @@ def _check(config: Any) -> None:
 CLASSIFICATION = register_task(TaskSpec(
     name="classification",
     build=_build,
-    capabilities=frozenset({PROXIMAL, GRADIENT_CORRECTION, FAIRNESS, PLAIN_SGD, NORMALIZATION_LAYERS, VALIDATION_METRICS, DP_SGD}),
+    capabilities=frozenset({PROXIMAL, GRADIENT_CORRECTION, FAIRNESS, PLAIN_SGD, NORMALIZATION_LAYERS, VALIDATION_METRICS, DP_SGD, PARTIAL_WORK}),
     num_hospitals=lambda config: config.data.hospitals,
     hospitals_key="data.hospitals",
     describe=_describe,
