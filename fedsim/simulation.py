@@ -26,7 +26,7 @@ from fedsim.protocol import ClientReport
 from fedsim.quarantine import OK, is_quarantined
 from fedsim.quarantine import announce as announce_quarantine
 from fedsim.results import CLIENTS, HOSPITAL_EVAL, MODEL, PARTITION, RESOURCES, ROUNDS, SYSTEMS, RunDirectory
-from fedsim.systems.clock import RoundTimeline
+from fedsim.systems.clock import DROPPED_OUT, RoundTimeline
 from fedsim.systems.profiles import SystemProfiles
 from fedsim.strategies import build_strategy
 from fedsim.tasks.base import Task
@@ -228,7 +228,7 @@ class Simulation:
             f"{prefix}_std": float(np.nanstd(scores)) if has_scores else NAN,
             f"{prefix}_worst10": worst_decile_mean(scores, task.higher_is_better) if has_scores else NAN,
             "bytes_sent": outcome.bytes_sent,
-            "bytes_received": sum(report.upload_bytes for report in outcome.reports),
+            "bytes_received": sum(report.upload_bytes for report in outcome.reports if report.status != DROPPED_OUT),
         }
         row.update({name: float(value) for name, value in outcome.round_metrics.items()})
         row.update(spent)  # epsilon, delta and noise_multiplier of a DP run
