@@ -33,7 +33,6 @@ SMALL = [
     "engine.backend=in_process",
     "engine.workers=1",
 ]
-ALWAYS = {"online": (0.0, 24.0)}
 
 
 def _profiles(speed, up, down, dropout=None, start=None, end=None) -> SystemProfiles:
