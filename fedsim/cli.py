@@ -24,6 +24,9 @@ def _parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="print the results table of a run directory")
     report.add_argument("run_dir")
     report.add_argument("--all", dest="show_all", action="store_true", help="every round, however many")
+    report.add_argument("--target", dest="targets", action="append", default=[], metavar="METRIC=VALUE",
+                        help="rounds and simulated time until METRIC >= VALUE (METRIC<=VALUE: at most), e.g. "
+                             "global_balanced_accuracy=0.8; repeatable")
     plot = commands.add_parser(
         "plot", help="save the plots of a run directory, a compare.py output or a sweep as PNG"
     )
@@ -64,12 +67,14 @@ def _run(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from fedsim.report import render_report
+    from fedsim.target import parse_target
 
     run_dir = Path(args.run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise ConfigError(f"{run_dir}: not a run directory (expected config.yaml inside)")
     damaged: list[Path] = []
-    print(render_report(run_dir, show_all=args.show_all, damaged=damaged))
+    targets = [parse_target(text) for text in args.targets]
+    print(render_report(run_dir, show_all=args.show_all, damaged=damaged, targets=targets))
     if damaged:
         print(f"fedsim: error: {damaged[0]}: damaged Parquet part skipped ({len(damaged)} in all); the rest is reported above", file=sys.stderr)
         return 2

@@ -100,7 +100,7 @@ def run_all(runs: list[tuple[str, int, Config]], out: Path, quiet: bool = True) 
     on_ray = any(config.engine.backend == "ray" for _, _, config in runs)
     with ray_session(largest.engine, largest.num_workers()) if on_ray else nullcontext():
         for label, seed, config in runs:
-            run_dir = out / safe_name(label) / f"seed-{seed}"
+            run_dir = run_directory(out, label, seed)
             done = _rounds_done(run_dir, config)
             if done < config.rounds:
                 if not quiet:
@@ -115,6 +115,11 @@ def run_all(runs: list[tuple[str, int, Config]], out: Path, quiet: bool = True) 
     combined = pa.concat_tables(tables, promote_options="default")
     pq.write_table(combined, out / "comparison.parquet")
     return combined
+
+
+def run_directory(out: Path, label: str, seed: int) -> Path:
+    """Where run_all puts the run of variant `label` with `seed`."""
+    return out / safe_name(label) / f"seed-{seed}"
 
 
 def _rounds_done(run_dir: Path, config: Config) -> int:

@@ -23,6 +23,8 @@ from fedsim.quarantine import QuarantineConfig
 from fedsim.schema import Strict as _Strict
 from fedsim.schema import one_line_error
 from fedsim.strategies.base import StrategyConfig
+from fedsim.systems.config import SystemsConfig, check_sampling
+from fedsim.protocol import PARTIAL_WORK
 from fedsim.tasks.registry import TASKS, task_spec
 
 __all__ = ["Config", "ConfigError", "load_config", "parse_config", "one_line_error"]
@@ -158,13 +160,17 @@ class TrainConfig(_Strict):
 class SamplingConfig(_Strict):
     """Which hospitals train each round: "all", a count (int >= 1) or a fraction (float in (0, 1]).
 
-    `scheme` "fixed" draws exactly that many without replacement; "poisson" includes each
-    hospital independently with probability clients_per_round / hospitals (seeded per round), the
-    sampling the DP accountant's amplification analysis assumes.
+    `scheme` "fixed" draws exactly that many uniformly without replacement; "proportional" draws
+    that many without replacement with probabilities proportional to the hospitals' training
+    samples; "available" draws uniformly among the hospitals online when the round starts (needs
+    a `systems` section); "poisson" includes each hospital independently with probability
+    clients_per_round / hospitals (seeded per round), the sampling the DP accountant's
+    amplification analysis assumes. With a `systems` section, a sampled hospital that is offline
+    when the round starts does not take part.
     """
 
     clients_per_round: Any = "all"
-    scheme: Literal["fixed", "poisson"] = "fixed"
+    scheme: Literal["fixed", "proportional", "available", "poisson"] = "fixed"
 
     @field_validator("clients_per_round")
     @classmethod
@@ -247,6 +253,7 @@ class Config(_Strict):
     privacy: PrivacyConfig | None = None
     compression: CompressionConfig | None = None
     secure_aggregation: SecureAggregationConfig | None = None
+    systems: SystemsConfig | None = None
 
     @field_validator("strategy", mode="before")
     @classmethod
@@ -299,6 +306,8 @@ class Config(_Strict):
             needed.append((f"privacy.mechanism: {self.privacy.mechanism}", self.privacy.requirements()))
         if self.compression is not None:
             needed.append((f"compression.scheme: {self.compression.scheme}", self.compression.requirements()))
+        if self.systems is not None and self.systems.stragglers == "partial":
+            needed.append(("systems.stragglers: partial", {PARTIAL_WORK: "only the local steps that fit the deadline"}))
         for part, needs in needed:
             for capability, why in needs.items():
                 if capability not in spec.capabilities:
@@ -307,6 +316,9 @@ class Config(_Strict):
         for section in (self.privacy, self.compression):
             if section is not None:
                 section.check(self)
+        check_sampling(self)
+        if self.systems is not None:
+            self.systems.check(self)
         if self.secure_aggregation is not None:
             refuse_other_strategies("secure_aggregation", self, "the server only learns the sum of fixed-weight contributions")
         spec.check(self)

@@ -18,6 +18,7 @@ NORMALIZATION_LAYERS = "normalisation layers"
 VALIDATION_METRICS = "validation accuracy and loss"
 DP_SGD = "sample-level DP-SGD in local training (Opacus)"
 SUBNETWORK = "training a given sub-network of the model (federated dropout)"
+PARTIAL_WORK = "a local step budget (LocalPlan.max_steps)"
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,8 @@ class LocalPlan:
     - `subnetwork`: train only this sub-network of the model (federated dropout, a
       fedsim.privacy.federated_dropout.Subnetwork): dropped units output zero, and every entry
       outside the sub-network comes back exactly as it was sent.
+    - `max_steps`: at most this many local steps (systems.stragglers: partial, the steps that fit
+      the deadline); None: all of `epochs`.
     """
 
     epochs: int
@@ -48,6 +51,7 @@ class LocalPlan:
     fairness_lambda: float = 0.0
     global_loss: float = float("nan")
     subnetwork: Any = None
+    max_steps: int | None = None
 
     def terms(self) -> frozenset[str]:
         """The local-objective terms this plan switches on."""

@@ -32,6 +32,7 @@ from fedsim.protocol import ClientReport, Instruction, LocalResult
 from fedsim.schema import Strict
 
 OK = "ok"
+QUARANTINED = "quarantined"
 
 
 class QuarantineConfig(Strict):
@@ -78,10 +79,15 @@ def kept_share(instructions: Sequence[Instruction], kept: Sequence[Instruction])
     return float(sum(i.weight for i in instructions)) / kept_weight if kept_weight else 0.0
 
 
+def is_quarantined(status: str) -> bool:
+    """A quarantine verdict (other statuses not OK come from the simulated clock: late, dropped out)."""
+    return status.startswith(QUARANTINED)
+
+
 def announce(round_index: int, reports: Sequence[ClientReport], policy: str) -> None:
     """One stderr line per quarantined hospital; under `fail`, stop with the first one."""
     for report in reports:
-        if report.status == OK:
+        if not is_quarantined(report.status):
             continue
         message = f"round {round_index}: hospital {report.hospital} {report.status}"
         if policy == "fail":

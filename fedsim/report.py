@@ -11,9 +11,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from fedsim.results import ROUNDS, RunDirectory
+from fedsim.target import Target, describe, time_to_target
 from fedsim.tasks.registry import TaskSpec
 
 WIDTH = 100  # characters a table row may take
@@ -115,10 +116,12 @@ def best_round(rows: list[dict[str, Any]], spec: TaskSpec) -> int | None:
     return best[1]
 
 
-def render_report(path: str | Path, show_all: bool = False, damaged: list[Path] | None = None) -> str:
+def render_report(path: str | Path, show_all: bool = False, damaged: list[Path] | None = None,
+                  targets: Sequence[Target] = ()) -> str:
     """A markdown table of the run's rounds, with a header saying what ran and how far it got,
-    and a footer with the best round, the last rounds' mean and what the table leaves out.
-    Damaged (unreadable) parts are skipped, named in the report and appended to `damaged`."""
+    and a footer with the best round, the last rounds' mean, the rounds and simulated time to
+    each of `targets`, and what the table leaves out. Damaged (unreadable) parts are skipped,
+    named in the report and appended to `damaged`."""
     run = RunDirectory(path)
     config = run.config()
     spec = config.task_spec()
@@ -151,6 +154,7 @@ def render_report(path: str | Path, show_all: bool = False, damaged: list[Path] 
         lines.append(f"{len(shown)} of {done} rounds shown (--all for every round)")
     if best is not None:
         lines.append(_headline_summary(rows, best, spec))
+    lines += [describe(target, time_to_target(rows, target), done) for target in targets]
     lines += notes
     lines.append(f"{done} rounds, {sum(row['seconds'] for row in rows) / done:.2f} s per round on average")
     return "\n".join(lines)

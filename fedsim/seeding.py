@@ -27,6 +27,8 @@ class Stream(IntEnum):
     ATTACK = 10  # which hospitals an `attack` makes malicious
     CLIP_COUNT_NOISE = 11  # adaptive clipping's noise on the count of unclipped updates, per round
     FEDERATED_DROPOUT = 12  # each hospital's sub-network under federated dropout, per round and hospital
+    SYSTEM_PROFILES = 13  # which system tier (speed, bandwidth, hours online, dropout) each hospital is in
+    SYSTEM_DROPOUT = 14  # whether a hospital drops out mid-round, per round and hospital
     SKETCH = 100  # fedmrl's count-sketch projection
     FEDMRL = 101  # fedmrl's QMIX exploration and replay sampling
     SCHEDULING_PROFILES = 200  # each hospital's scheduling profile (arrivals, acuity mix, resources)

@@ -23,9 +23,11 @@ from fedsim.metrics import worst_decile_mean
 from fedsim.pipeline.base import build_pipeline
 from fedsim.privacy.ledger import PrivacyLedger
 from fedsim.protocol import ClientReport
-from fedsim.quarantine import OK
+from fedsim.quarantine import OK, is_quarantined
 from fedsim.quarantine import announce as announce_quarantine
-from fedsim.results import CLIENTS, HOSPITAL_EVAL, MODEL, PARTITION, RESOURCES, ROUNDS, RunDirectory
+from fedsim.results import CLIENTS, HOSPITAL_EVAL, MODEL, PARTITION, RESOURCES, ROUNDS, SYSTEMS, RunDirectory
+from fedsim.systems.clock import DROPPED_OUT, RoundTimeline
+from fedsim.systems.profiles import SystemProfiles
 from fedsim.strategies import build_strategy
 from fedsim.tasks.base import Task
 from fedsim.tasks.factory import build_task
@@ -63,6 +65,7 @@ class Simulation:
         self.pipeline = build_pipeline(config, self.task)
         self.privacy = PrivacyLedger(config, self.task.hospital_sizes()) if config.privacy else None
         self.stopped: str | None = None  # why the run ended before config.rounds, if it did
+        self.round_starts: list[float] = [0.0]  # simulated clock when each round started, then now
         self.trackers = Trackers(config.tracking, config, Path(out))  # a missing package stops here
         if resume:
             self.run_dir = RunDirectory(out)
@@ -71,6 +74,8 @@ class Simulation:
         partition = self.task.partition_table()
         if partition is not None:
             self.run_dir.write_table(PARTITION, partition)
+        if config.systems is not None:
+            self.run_dir.write_table(SYSTEMS, SystemProfiles.draw(config.systems, self.task.num_hospitals, config.seed).table())
 
     @classmethod
     def resume(cls, out: str | Path, quiet: bool = False, dataset: Any = None,
@@ -96,7 +101,7 @@ class Simulation:
             try:
                 while round_index <= config.rounds:
                     started = time.perf_counter()
-                    cohort = schedule.cohort(round_index)
+                    cohort = schedule.cohort(round_index, self.round_starts[-1])
                     if self.privacy is not None and not self.privacy.affordable(cohort):
                         self.stopped = (f"privacy budget: round {round_index} would spend epsilon "
                                         f"{self.privacy.epsilon_after(cohort):.3g} > target_epsilon {self.privacy.budget:g}; "
@@ -104,7 +109,7 @@ class Simulation:
                         tqdm.write(self.stopped, file=sys.stderr)
                         break
                     try:
-                        outcome = run_round(backend, task, round_index, cohort, schedule.scored(round_index, cohort))
+                        outcome = run_round(backend, task, round_index, cohort, schedule.scored(round_index, cohort), schedule.systems)
                     except ServerLost as lost:
                         restorations += 1
                         round_index = self._recover(backend, lost, restorations, schedule) + 1
@@ -112,6 +117,8 @@ class Simulation:
                         continue
                     announce_quarantine(round_index, outcome.reports, config.quarantine.policy)
                     seconds = time.perf_counter() - started
+                    if outcome.timeline is not None:
+                        self.round_starts.append(self.round_starts[-1] + outcome.timeline.seconds)
                     spent = self.privacy.record(cohort) if self.privacy is not None else {}
                     row = self._write_round(outcome, seconds, spent)
                     self._checkpoint_and_account(backend, round_index)
@@ -140,6 +147,7 @@ class Simulation:
         self.run_dir.drop_rounds_after(done)  # rounds written after the checkpoint are re-run, to the same bits
         if checkpoint is not None:
             backend.restore(checkpoint)
+            self.round_starts = list(checkpoint.round_starts) or [0.0]
             self._spent_until(done, schedule)
             self._event(done + 1, "resumed", f"from the checkpoint after round {done}")
         return done
@@ -150,7 +158,7 @@ class Simulation:
         if self.privacy is not None:
             self.privacy = PrivacyLedger(self.config, self.task.hospital_sizes())
             for round_index in range(1, done + 1):
-                self.privacy.record(schedule.cohort(round_index))
+                self.privacy.record(schedule.cohort(round_index, self.round_starts[round_index - 1] if self.config.systems else 0.0))
 
     def _recover(self, backend: Backend, lost: ServerLost, restorations: int, schedule: RoundSchedule) -> int:
         """After the server died: restore the last checkpoint; returns its round."""
@@ -160,6 +168,7 @@ class Simulation:
                 else f"it died {restorations} times (engine.max_retries: {self.config.engine.max_retries})"
             raise RuntimeError(f"{lost}; cannot recover: {why}") from None
         backend.restore(checkpoint)
+        self.round_starts = list(checkpoint.round_starts) or [0.0]
         self._spent_until(checkpoint.round_index, schedule)
         self.run_dir.drop_rounds_after(checkpoint.round_index)
         self._record_events(backend)
@@ -171,7 +180,9 @@ class Simulation:
         size, seconds = 0, 0.0
         if every and (round_index % every == 0 or round_index == self.config.rounds):
             started = time.perf_counter()
-            size = save_checkpoint(self.run_dir, backend.snapshot(round_index))
+            snapshot = backend.snapshot(round_index)
+            snapshot.round_starts = tuple(self.round_starts)
+            size = save_checkpoint(self.run_dir, snapshot)
             seconds = time.perf_counter() - started
         row = {"round": round_index, "driver_peak_rss": peak_rss_bytes(), **backend.memory(),
                "checkpoint_bytes": size, "checkpoint_seconds": seconds}
@@ -197,7 +208,7 @@ class Simulation:
         """Append this round's rows: hospitals first, then the round row that marks it complete
         (returned); `spent`: the privacy ledger's epsilon and delta so far."""
         round_index, per_hospital, global_metrics = outcome.round_index, outcome.hospital_scores, outcome.global_metrics
-        self.run_dir.append(CLIENTS, round_index, (_client_row(round_index, report) for report in outcome.reports))
+        self.run_dir.append(CLIENTS, round_index, (_client_row(round_index, report, outcome.timeline) for report in outcome.reports))
         self.run_dir.append(
             HOSPITAL_EVAL,
             round_index,
@@ -211,21 +222,25 @@ class Simulation:
             "round": round_index,
             "seconds": seconds,
             "hospitals": len(outcome.reports),
-            "quarantined": sum(report.status != OK for report in outcome.reports),
+            "quarantined": sum(is_quarantined(report.status) for report in outcome.reports),
             **{f"global_{name}": float(global_metrics.get(name, NAN)) for name in task.global_metric_names},
             f"{prefix}_mean": float(np.nanmean(scores)) if has_scores else NAN,
             f"{prefix}_std": float(np.nanstd(scores)) if has_scores else NAN,
             f"{prefix}_worst10": worst_decile_mean(scores, task.higher_is_better) if has_scores else NAN,
             "bytes_sent": outcome.bytes_sent,
-            "bytes_received": sum(report.upload_bytes for report in outcome.reports),
+            "bytes_received": sum(report.upload_bytes for report in outcome.reports if report.status != DROPPED_OUT),
         }
         row.update({name: float(value) for name, value in outcome.round_metrics.items()})
         row.update(spent)  # epsilon, delta and noise_multiplier of a DP run
+        if outcome.timeline is not None:
+            row.update({"kept": sum(report.status == OK for report in outcome.reports),
+                        "sim_seconds": outcome.timeline.seconds, "sim_clock": self.round_starts[-1]})
         self.run_dir.append(ROUNDS, round_index, [row])
         return row
 
 
-def _client_row(round_index: int, report: ClientReport) -> dict[str, Any]:
+def _client_row(round_index: int, report: ClientReport, timeline: RoundTimeline | None) -> dict[str, Any]:
+    systems = {} if timeline is None else {"sim_finish": timeline.finish[report.hospital], "kept": report.status == OK}
     return {
         "round": round_index,
         "hospital": report.hospital,
@@ -235,5 +250,6 @@ def _client_row(round_index: int, report: ClientReport) -> dict[str, Any]:
         "seconds": report.seconds,
         "upload_bytes": report.upload_bytes,
         "status": report.status,
+        **systems,
         **{name: float(value) for name, value in report.metrics.items()},
     }

@@ -7,10 +7,14 @@ weighted by samples. fedsim uses 2 single-core Ray workers; the plain loop uses 
 fedsim's task keeps models channels-last (faster CPU convolutions); the plain loop runs as a user
 would write it, and once more channels-last too, so the gain from parallelism alone is visible.
 
-    python experiments/bench/round_throughput.py [--rounds 6]
+    python experiments/bench/round_throughput.py [--rounds 6] [--systems]
 
 Prints steady-state seconds per round of both, their ratio (target <= 0.8), and the first fedsim
-round including Ray start-up against a steady round (target <= 2x).
+round including Ray start-up against a steady round (target <= 2x). `--systems` instead runs
+fedsim twice, side by side, without and with a systems section (one always-online tier without
+dropouts or deadline, so both do the same training: what differs is the engine's own cost of
+profiles, the simulated clock and holding contributions until it settles), and prints their
+ratio (target <= 1.05).
 """
 
 from __future__ import annotations
@@ -92,6 +96,21 @@ def plain_loop(config, rounds: int, channels_last: bool) -> list[float]:
     return timings
 
 
+#: Profiles on, but every hospital kept: the same training as without (see --systems).
+SYSTEMS_ON = "systems={tiers: [{name: bench, share: 1, samples_per_second: 1000, uplink: 1e7, downlink: 1e7}]}"
+
+
+def systems_overhead(rounds: int, workers: int) -> None:
+    """Steady seconds per round without and with system profiles, measured in one invocation."""
+    off = fedsim_rounds(bench_config(rounds, workers))[1]
+    on = fedsim_rounds(load_config(None, bench_overrides(rounds, workers) + [SYSTEMS_ON]))[1]
+    off_steady, on_steady = (statistics.median(times[1:-1] or times[1:]) for times in (off, on))
+    print(f"setting: {HOSPITALS} hospitals x {TRAIN_PER_HOSPITAL} samples, small CNN, 1 epoch, batch 32, FedAvg, {workers} workers")
+    print(f"system profiles off: {off_steady:.2f} s per steady round  ({', '.join(f'{t:.2f}' for t in off)})")
+    print(f"system profiles on:  {on_steady:.2f} s per steady round  ({', '.join(f'{t:.2f}' for t in on)})")
+    print(f"ratio on / off: {on_steady / off_steady:.3f}  (target <= 1.05)")
+
+
 def fedsim_rounds(config) -> tuple[float, list[float]]:
     """Seconds of the first round including Ray start-up, and seconds of every round."""
     with tempfile.TemporaryDirectory() as out:
@@ -104,7 +123,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--systems", action="store_true", help="system profiles on against off, instead of the plain loop")
     args = parser.parse_args()
+    if args.systems:
+        systems_overhead(args.rounds, args.workers)
+        return
     config = bench_config(args.rounds, args.workers)
 
     first_with_startup, fedsim_times = fedsim_rounds(config)

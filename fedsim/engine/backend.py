@@ -34,20 +34,31 @@ class Backend(ABC):
     weighs_after_training: bool
     #: The run's update pipeline (the driver's copy: what it says of bytes is a pure function of the config).
     pipeline: Any
+    #: Under `train(hold=True)` the workers keep the (weighted) contributions instead of summing
+    #: them, and `weighted_sums({kept: 1.0})` sums the kept ones: the strategy neither weighs
+    #: after training nor sends individual updates (those paths leave out unkept hospitals anyway).
+    holds_contributions: bool
 
     @abstractmethod
     def configure(self, round_index: int, cohort: Cohort) -> list[Instruction]: ...
 
     @abstractmethod
-    def train(self, round_index: int, instructions: list[Instruction], costs: np.ndarray) -> tuple[Partials, list[ClientReport]]:
+    def train(self, round_index: int, instructions: list[Instruction], costs: np.ndarray,
+              hold: bool = False) -> tuple[Partials, list[ClientReport]]:
         """Local work of every instructed hospital (spread over workers by `costs`); the
-        reports are sorted by hospital."""
+        reports are sorted by hospital. `hold`: keep the contributions on the workers until
+        `weighted_sums` says which to sum (the simulated clock decides who arrived)."""
+
+    @abstractmethod
+    def withdraw(self, hospitals: list[int]) -> None:
+        """The last train's work of `hospitals` does not count: they keep their state from before it."""
 
     @abstractmethod
     def weigh(self, round_index: int, instructions: list[Instruction], reports: list[ClientReport], summaries: Partials) -> Weights: ...
 
     @abstractmethod
-    def weighted_sums(self, weights: Weights) -> Partials: ...
+    def weighted_sums(self, weights: Weights | dict[int, float]) -> Partials:
+        """The held contributions summed with `weights` (hospitals without one are left out)."""
 
     @abstractmethod
     def aggregate(

@@ -30,27 +30,40 @@ class InProcessBackend(Backend):
         self.server = ServerCore(strategy, pipeline, initial)
         self.workers = [WorkerCore(task, strategy, pipeline, use_gpu=False, threads=1) for _ in range(workers)]
         self.weighs_after_training = strategy.weighs_after_training
+        self.holds_contributions = not (strategy.weighs_after_training or strategy.sends_individual_updates)
         self.states: dict[int, HospitalState] = {}
+        self._before: dict[int, HospitalState | None] = {}  # the last train's hospitals' states from before it
         self._trained: list[WorkerCore] = []
 
     def configure(self, round_index: int, cohort: Cohort) -> list[Instruction]:
         return self.server.configure(round_index, cohort)
 
-    def train(self, round_index: int, instructions: list[Instruction], costs: np.ndarray) -> tuple[list[Any], list[ClientReport]]:
+    def train(self, round_index: int, instructions: list[Instruction], costs: np.ndarray,
+              hold: bool = False) -> tuple[list[Any], list[ClientReport]]:
         partials, reports, self._trained = [], [], []
         cohort = [instruction.hospital for instruction in instructions]
+        self._before = {hospital: self.states.get(hospital) for hospital in cohort}
         for worker, positions in zip(self.workers, balance(costs, len(self.workers))):
             if not positions:
                 continue
             jobs = [instructions[p] for p in positions]
             partial, batch, *states = worker.train(
-                round_index, self.run_seed, self.server.broadcast, jobs, *[self.states.get(job.hospital) for job in jobs], cohort=cohort
+                round_index, self.run_seed, self.server.broadcast, jobs, *[self.states.get(job.hospital) for job in jobs],
+                cohort=cohort, hold=hold,
             )
             self.states.update((job.hospital, state) for job, state in zip(jobs, states))
             self._trained.append(worker)
             partials.append(partial)
             reports += batch
         return partials, sorted(reports, key=lambda report: report.hospital)
+
+    def withdraw(self, hospitals: list[int]) -> None:
+        for hospital in hospitals:
+            before = self._before[hospital]
+            if before is None:
+                self.states.pop(hospital, None)
+            else:
+                self.states[hospital] = before
 
     def weigh(self, round_index: int, instructions: list[Instruction], reports: list[ClientReport], summaries: list[Any]) -> dict[int, float]:
         return self.server.weigh(round_index, instructions, reports, *summaries)

@@ -62,7 +62,7 @@ class WorkerPool:
         self.max_retries = max_retries
         self.states: dict[int, ray.ObjectRef] = {}
         self.events: list[dict[str, Any]] = []  # worker replacements since the driver last drained them
-        self._round: tuple[int, int, ray.ObjectRef] | None = None  # (round, run seed, broadcast) of the last train
+        self._round: tuple[int, int, ray.ObjectRef, bool] | None = None  # (round, run seed, broadcast, hold) of the last train
         self._shares: list[_Share] = []
         self._cohort: list[int] = []
 
@@ -95,10 +95,10 @@ class WorkerPool:
         raise AssertionError("unreachable")
 
     def _submit_train(self, share: _Share) -> None:
-        round_index, run_seed, global_ref = self._round  # type: ignore[misc]
+        round_index, run_seed, global_ref, hold = self._round  # type: ignore[misc]
         returns = 2 + len(share.jobs) if self.keeps_hospital_state else 2
         share.refs = self.workers[share.slot].train.options(num_returns=returns).remote(
-            round_index, run_seed, global_ref, share.jobs, *share.inputs, cohort=self._cohort
+            round_index, run_seed, global_ref, share.jobs, *share.inputs, cohort=self._cohort, hold=hold
         )
 
     def _reports(self, share: _Share) -> list[ClientReport]:
@@ -116,11 +116,12 @@ class WorkerPool:
         return self._with_retries(share.slot, "train", attempt)
 
     def train(
-        self, round_index: int, run_seed: int, global_ref: ray.ObjectRef, instructions: list[Instruction], costs: np.ndarray
+        self, round_index: int, run_seed: int, global_ref: ray.ObjectRef, instructions: list[Instruction], costs: np.ndarray,
+        hold: bool = False,
     ) -> tuple[list[ray.ObjectRef], list[ClientReport]]:
         """Run one round's local training; returns partial-aggregate refs (summaries when the
-        strategy weighs after training) and the reports."""
-        self._round = (round_index, run_seed, global_ref)
+        strategy weighs after training) and the reports; `hold`: see WorkerCore.train."""
+        self._round = (round_index, run_seed, global_ref, hold)
         self._cohort = [instruction.hospital for instruction in instructions]  # secure aggregation's neighbours
         self._shares = []
         for slot, positions in enumerate(balance(costs, len(self.workers))):
@@ -133,6 +134,17 @@ class WorkerPool:
         for share in self._shares:
             self.states.update((job.hospital, ref) for job, ref in zip(share.jobs, share.refs[2:]))
         return [share.refs[0] for share in self._shares], sorted(reports, key=lambda report: report.hospital)
+
+    def withdraw(self, hospitals: Sequence[int]) -> None:
+        """The last train's hospitals in `hospitals` keep their state refs from before it."""
+        void = set(hospitals)
+        for share in self._shares:
+            for job, before in zip(share.jobs, share.inputs):
+                if job.hospital in void:
+                    if before is None:
+                        self.states.pop(job.hospital, None)
+                    else:
+                        self.states[job.hospital] = before
 
     def weighted_sums(self, weights_ref: ray.ObjectRef) -> list[ray.ObjectRef]:
         """Partial sums of the last train call's held contributions with the server's weights. A

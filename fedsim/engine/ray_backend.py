@@ -38,6 +38,7 @@ class RayBackend(Backend):
         self.run_seed = config.seed
         self.pipeline = pipeline
         self.weighs_after_training = strategy.weighs_after_training
+        self.holds_contributions = not (strategy.weighs_after_training or strategy.sends_individual_updates)
         self.pool = WorkerPool(
             ray.put(task),
             strategy,
@@ -65,14 +66,21 @@ class RayBackend(Backend):
     def configure(self, round_index: int, cohort: Cohort) -> list[Instruction]:
         return self._server_call(lambda: ray.get(self.server.configure.remote(round_index, cohort)))
 
-    def train(self, round_index: int, instructions: list[Instruction], costs: np.ndarray) -> tuple[list[ray.ObjectRef], list[ClientReport]]:
-        return self.pool.train(round_index, self.run_seed, self.broadcast_ref, instructions, costs)
+    def train(self, round_index: int, instructions: list[Instruction], costs: np.ndarray,
+              hold: bool = False) -> tuple[list[ray.ObjectRef], list[ClientReport]]:
+        return self.pool.train(round_index, self.run_seed, self.broadcast_ref, instructions, costs, hold)
+
+    def withdraw(self, hospitals: list[int]) -> None:
+        self.pool.withdraw(hospitals)
 
     def weigh(self, round_index: int, instructions: list[Instruction], reports: list[ClientReport], summaries: list[ray.ObjectRef]) -> ray.ObjectRef:
         return self.server.weigh.remote(round_index, instructions, reports, *summaries)
 
-    def weighted_sums(self, weights: ray.ObjectRef) -> list[ray.ObjectRef]:
-        self._server_call(lambda: ray.get(weights))  # a few numbers; a dead server shows here, not as a worker's death
+    def weighted_sums(self, weights: ray.ObjectRef | dict[int, float]) -> list[ray.ObjectRef]:
+        if isinstance(weights, dict):  # the simulated clock's kept hospitals, decided here
+            weights = ray.put(weights)
+        else:
+            self._server_call(lambda: ray.get(weights))  # a few numbers; a dead server shows here, not as a worker's death
         return self.pool.weighted_sums(weights)
 
     def aggregate(

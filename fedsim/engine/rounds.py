@@ -10,15 +10,19 @@ epochs each runs, who is scored); `run_round` drives one round on any Backend. T
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from fedsim.engine.backend import Backend
-from fedsim.engine.sampling import poisson_hospitals, sample_hospitals
+from fedsim.engine.sampling import available_hospitals, poisson_hospitals, proportional_hospitals, sample_hospitals
 from fedsim.protocol import ClientReport, Cohort, Instruction
+from fedsim.quarantine import OK
 from fedsim.seeding import Stream, rng_for
+from fedsim.systems.clock import RoundTimeline, SystemsRound
+from fedsim.systems.profiles import SystemProfiles, hour_of_day
 from fedsim.tasks.base import Task
 
 
@@ -31,6 +35,7 @@ class RoundOutcome:
     hospital_scores: dict[int, dict[str, float]]  # the new model on each scored hospital's test split
     global_metrics: dict[str, float]  # empty when the round was not evaluated
     bytes_sent: int
+    timeline: RoundTimeline | None = None  # the round on the simulated clock (a systems section)
 
 
 class RoundSchedule:
@@ -40,15 +45,33 @@ class RoundSchedule:
         self.config = config
         self.num_hospitals = task.num_hospitals
         self.sizes = task.hospital_sizes()
+        spec = config.systems
+        self.profiles = SystemProfiles.draw(spec, self.num_hospitals, config.seed) if spec is not None else None
+        self.systems = None if spec is None else SystemsRound(
+            spec, self.profiles, self.sizes, task.step_samples() if spec.stragglers == "partial" else None,
+            config.clients_per_round(), config.seed,
+        )
 
-    def cohort(self, round_index: int) -> Cohort:
-        """The round's sampled hospitals with their sizes and local epochs."""
-        config = self.config
-        if config.sampling.scheme == "poisson":
-            rate = config.clients_per_round() / self.num_hospitals
-            hospitals = poisson_hospitals(config.seed, round_index, self.num_hospitals, rate)
+    def cohort(self, round_index: int, clock: float = 0.0) -> Cohort:
+        """The round's sampled hospitals with their sizes and local epochs; with a systems
+        section, only those online when the round starts, `clock` simulated seconds into the run
+        (over-selection samples ceil(k * (1 + over_selection)))."""
+        config, n = self.config, self.num_hospitals
+        scheme, per_round = config.sampling.scheme, config.clients_per_round()
+        online = self.profiles.online(hour_of_day(config.systems.start_hour, clock)) if self.profiles is not None else None
+        if config.systems is not None and config.systems.over_selection > 0:
+            per_round = min(n, math.ceil(per_round * (1 + config.systems.over_selection)))
+        if scheme == "poisson":
+            hospitals = poisson_hospitals(config.seed, round_index, n, per_round / n)
+        elif scheme == "proportional":
+            hospitals = proportional_hospitals(config.seed, round_index, self.sizes, per_round)
+        elif scheme == "available":
+            assert online is not None  # guaranteed by config validation
+            hospitals = available_hospitals(config.seed, round_index, online, per_round)
         else:
-            hospitals = sample_hospitals(config.seed, round_index, self.num_hospitals, config.clients_per_round())
+            hospitals = sample_hospitals(config.seed, round_index, n, per_round)
+        if online is not None:
+            hospitals = hospitals[online[hospitals]]
         return Cohort(hospitals, self.sizes[hospitals], local_epochs(config.train, self.sizes, hospitals, config.seed, round_index))
 
     def scored(self, round_index: int, cohort: Cohort) -> list[int] | None:
@@ -73,13 +96,29 @@ def local_epochs(train: Any, all_sizes: np.ndarray, hospitals: np.ndarray, run_s
     )
 
 
-def run_round(backend: Backend, task: Task, round_index: int, cohort: Cohort, scored: list[int] | None) -> RoundOutcome:
+def run_round(backend: Backend, task: Task, round_index: int, cohort: Cohort, scored: list[int] | None,
+              systems: SystemsRound | None = None) -> RoundOutcome:
     """One round on `backend`: train `cohort`, aggregate, and (unless `scored` is None) evaluate
-    the new model and let the strategy observe the result before the next configure."""
+    the new model and let the strategy observe the result before the next configure.
+
+    With `systems` (fedsim.systems.clock), the workers hold the trained contributions until the
+    simulated clock has settled who arrived in time; only those are summed (secure aggregation
+    recovers the others like dropouts), and the rest keep their state from before the round."""
     instructions = backend.configure(round_index, cohort)
+    broadcast_bytes = backend.broadcast_bytes()
+    if systems is not None:
+        instructions = systems.plan(instructions, broadcast_bytes)
     bytes_sent = backend.bytes_sent(round_index, instructions)
     costs = cohort.sizes * np.array([instruction.plan.epochs for instruction in instructions], dtype=np.int64)
-    partials, reports = backend.train(round_index, instructions, costs)
+    partials, reports = backend.train(round_index, instructions, costs, hold=systems is not None)
+    timeline = None
+    if systems is not None:
+        timeline = systems.settle(round_index, instructions, reports, broadcast_bytes)
+        reports = timeline.mark(reports)
+        arrived = {report.hospital for report in reports if report.status == OK}
+        backend.withdraw([report.hospital for report in reports if report.hospital not in arrived])
+        if backend.holds_contributions:
+            partials = backend.weighted_sums({hospital: 1.0 for hospital in arrived})
     if backend.weighs_after_training:
         partials = backend.weighted_sums(backend.weigh(round_index, instructions, reports, partials))
     round_metrics, hospital_metrics = backend.aggregate(round_index, instructions, reports, partials)
@@ -90,4 +129,4 @@ def run_round(backend: Backend, task: Task, round_index: int, cohort: Cohort, sc
         hospital_scores, outputs = backend.evaluate(scored, task.global_eval_units())
         global_metrics = task.global_metrics(outputs)
         backend.observe(round_index, global_metrics, hospital_scores)
-    return RoundOutcome(round_index, instructions, reports, round_metrics, hospital_scores, global_metrics, bytes_sent)
+    return RoundOutcome(round_index, instructions, reports, round_metrics, hospital_scores, global_metrics, bytes_sent, timeline)

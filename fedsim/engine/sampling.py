@@ -17,6 +17,23 @@ def sample_hospitals(run_seed: int, round_index: int, num_hospitals: int, per_ro
     return np.sort(chosen)
 
 
+def proportional_hospitals(run_seed: int, round_index: int, sizes: np.ndarray, per_round: int) -> np.ndarray:
+    """Sorted ids of `per_round` hospitals drawn without replacement with probabilities
+    proportional to their training samples (at most the hospitals that have any)."""
+    weights = np.asarray(sizes, dtype=np.float64)
+    count = min(per_round, int(np.count_nonzero(weights)))
+    chosen = rng_for(run_seed, Stream.SAMPLING, round_index).choice(len(weights), size=count, replace=False, p=weights / weights.sum())
+    return np.sort(chosen)
+
+
+def available_hospitals(run_seed: int, round_index: int, online: np.ndarray, per_round: int) -> np.ndarray:
+    """Sorted ids of `per_round` hospitals drawn uniformly among those `online` (all of them when fewer)."""
+    candidates = np.flatnonzero(online)
+    if per_round >= len(candidates):
+        return candidates
+    return np.sort(rng_for(run_seed, Stream.SAMPLING, round_index).choice(candidates, size=per_round, replace=False))
+
+
 def poisson_hospitals(run_seed: int, round_index: int, num_hospitals: int, rate: float) -> np.ndarray:
     """Sorted ids of the hospitals in `round_index` when each takes part independently with
     probability `rate` (the cohort size varies, and may be empty)."""

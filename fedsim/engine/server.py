@@ -39,8 +39,9 @@ class ServerCore:
     ) -> dict[int, float]:
         """The strategy's weights per hospital, from the summaries the workers sent (strategies
         that weigh after training)."""
+        arrived = {report.hospital for report in reports if report.status == OK}  # late or dropped: not weighed
         by_hospital = {hospital: summary for batch in summaries for hospital, summary in batch}
-        kept = [i for i in instructions if i.hospital in by_hospital]  # quarantined hospitals sent none
+        kept = [i for i in instructions if i.hospital in by_hospital and i.hospital in arrived]  # quarantined hospitals sent none
         if not kept:
             return {}
         ordered = _in_order(kept, reports)
@@ -61,7 +62,8 @@ class ServerCore:
         stage_metrics: dict[str, float] = {}
         sums: list[dict[str, float]] = [{} for _ in self.pipeline.stages]
         if strategy.sends_individual_updates:
-            updates = sorted((pair for batch in partials for pair in batch), key=lambda pair: pair[0])
+            arrived = {i.hospital for i in kept}  # quarantined ones sent none; late or dropped ones are left out here
+            updates = sorted((pair for batch in partials for pair in batch if pair[0] in arrived), key=lambda pair: pair[0])
             total = strategy.combine(updates)
         elif secure:  # quarantined hospitals count as dropped: over_survivors renormalises
             total, stage_metrics = secure.unmasked_total(partials, instructions, round_index)

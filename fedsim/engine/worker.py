@@ -54,7 +54,8 @@ class WorkerCore:
             raise RuntimeError("engine.num_gpus: Ray gave this worker a GPU but its torch cannot use it "
                                "(CPU-only torch build, or no CUDA driver on the node)")
         task.use_device("cuda" if use_gpu else "cpu")
-        self.held: dict[int, dict[str, np.ndarray]] = {}  # unweighted contributions awaiting weights
+        self.held: dict[int, dict[str, np.ndarray]] = {}  # contributions awaiting weights
+        self._masking: tuple[int, list[int]] | None = None  # (round, cohort) of held contributions to mask
 
     def train(
         self,
@@ -64,9 +65,12 @@ class WorkerCore:
         instructions: Sequence[Instruction],
         *states: HospitalState | None,
         cohort: Sequence[int] = (),
+        hold: bool = False,
     ) -> list[Any]:
         """Train each instructed hospital from the broadcast; `states` align with `instructions`;
-        `cohort`: every hospital of the round (secure aggregation masks with neighbours in it).
+        `cohort`: every hospital of the round (secure aggregation masks with neighbours in it);
+        `hold`: keep every contribution (weighted, unmasked) for `weighted_sum` to sum the kept
+        ones, instead of summing them now (the simulated clock decides who arrived in time).
 
         Returns [partial aggregate, reports, *new states]: the partial aggregate is a
         FixedPointSum (or the hospitals' summaries, when the strategy weighs after training), and
@@ -75,8 +79,11 @@ class WorkerCore:
         """
         strategy, secure = self.strategy, self.pipeline.secure_aggregation
         individual = strategy.weighs_after_training or strategy.sends_individual_updates
-        partial: FixedPointSum | Summaries | Updates = [] if individual else secure.new_sum() if secure else FixedPointSum()
+        holding = hold and not individual
+        partial: FixedPointSum | Summaries | Updates | None = [] if individual else None if holding \
+            else secure.new_sum() if secure else FixedPointSum()
         self.held = {}
+        self._masking = (round_index, list(cohort)) if holding and secure else None
         reports: list[ClientReport] = []
         new_states: list[HospitalState] = []
         for instruction, state in zip(instructions, states):
@@ -99,7 +106,9 @@ class WorkerCore:
                 new_states.append(HospitalState(result.state, strategy_state, stage_states))
             else:
                 new_states.append(state)  # quarantined: not summed, and the round does not count for it
-            if secure and not individual:  # a quarantined hospital is withheld: its masks are recovered like a dropout's
+            if holding:  # a quarantined one too: under secure aggregation it still dealt its shares
+                self.held[hospital] = contribution
+            elif secure and not individual:  # a quarantined hospital is withheld: its masks are recovered like a dropout's
                 stage_metrics["secagg_dropped"] = float(
                     not secure.add_masked(partial, contribution, hospital, cohort, round_index, withheld=status != OK)
                 )
@@ -128,13 +137,21 @@ class WorkerCore:
 
     def weighted_sum(self, weights: Mapping[int, float]) -> tuple[FixedPointSum, bool]:
         """Sum the held contributions with the server's weights (second step of weighing after
-        training), and release them. The second value is a small marker the driver waits on to
-        know the sum exists (without fetching it)."""
-        total = FixedPointSum()
+        training, or the hospitals kept by the simulated clock), leaving out hospitals without a
+        weight, and release them. Held under secure aggregation, every hospital is masked now
+        and those left out are withheld like dropouts. The second value is a small marker the
+        driver waits on to know the sum exists (without fetching it)."""
+        secure = self.pipeline.secure_aggregation if self._masking else None
+        total = secure.new_sum() if secure else FixedPointSum()
         for hospital, contribution in self.held.items():
-            weight = weights[hospital]
-            total.add({name: weight * np.asarray(array, dtype=np.float64) for name, array in contribution.items()}, f"hospital {hospital}")
+            if secure and self._masking:
+                round_index, cohort = self._masking
+                secure.add_masked(total, contribution, hospital, cohort, round_index, withheld=hospital not in weights)
+            elif hospital in weights:
+                weight = weights[hospital]
+                total.add({name: weight * np.asarray(array, dtype=np.float64) for name, array in contribution.items()}, f"hospital {hospital}")
         self.held = {}
+        self._masking = None
         return total, True
 
     def evaluate(

@@ -38,6 +38,11 @@ class Task(ABC):
     def hospital_sizes(self) -> np.ndarray:
         """Training samples per hospital: FedAvg weights and the cost estimate for load balancing."""
 
+    def step_samples(self) -> np.ndarray:
+        """Training samples one local step processes, per hospital: what a partial-work budget
+        (LocalPlan.max_steps) is counted in. Tasks that honour max_steps offer PARTIAL_WORK."""
+        raise NotImplementedError(f"{type(self).__name__} has no local step budget")
+
     @abstractmethod
     def initial_params(self, seed: int) -> Params:
         """The round-0 global model."""

@@ -63,6 +63,10 @@ class ClassificationTask(WorkerLocalTorch, Task):
     def hospital_sizes(self) -> np.ndarray:
         return np.array([len(part) for part in self.federation.train_parts], dtype=np.int64)
 
+    def step_samples(self) -> np.ndarray:
+        """A mini-batch (the last of an epoch may be smaller: the budget counts full ones)."""
+        return np.full(self.num_hospitals, self.train_config.batch_size, dtype=np.int64)
+
     def normalization_keys(self) -> frozenset[str]:
         model = self.new_module()
         keys = set()
@@ -121,8 +125,11 @@ class ClassificationTask(WorkerLocalTorch, Task):
             optimizer = private.optimizer if private else optimizer
             generator = torch.Generator().manual_seed(seed)
             loss_sum, steps, seen = 0.0, 0, 0
+            budget = plan.max_steps if plan.max_steps is not None else math.inf
             for _ in range(epochs):
                 for batch in private.batches() if private else shuffled_batches(count, config.batch_size, generator):
+                    if steps >= budget:
+                        break
                     batch = batch.to(self._device)
                     loss = F.cross_entropy(model(images[batch]), labels[batch])
                     objective = loss + proximal_term(trained, anchor, mu) if mu > 0 else loss

@@ -79,6 +79,10 @@ class SchedulingTask(WorkerLocalTorch, Task):
         per_epoch = self.config.dqn.steps_per_epoch
         return np.array([per_epoch * len(self._sites(h)) for h in range(self.num_hospitals)], dtype=np.int64)
 
+    def step_samples(self) -> np.ndarray:
+        """One environment step of every site the hospital's learner steps."""
+        return np.array([len(self._sites(h)) for h in range(self.num_hospitals)], dtype=np.int64)
+
     def partition_table(self) -> pa.Table:
         return profiles_table(self.profiles)
 
@@ -123,7 +127,7 @@ class SchedulingTask(WorkerLocalTorch, Task):
         online, target = self._placed()
         queues = self.config.env.queues
         learner: LearnerState = state or new_state(dqn, params, observation_size(queues), action_count(queues), len(sites))
-        iterations = epochs * dqn.steps_per_epoch
+        iterations = epochs * dqn.steps_per_epoch if plan.max_steps is None else min(epochs * dqn.steps_per_epoch, plan.max_steps)
         trained, learner, metrics = train_dqn(
             dqn,
             online,

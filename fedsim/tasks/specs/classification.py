@@ -11,6 +11,7 @@ from fedsim.protocol import (
     GRADIENT_CORRECTION,
     NORMALIZATION_LAYERS,
     PLAIN_SGD,
+    PARTIAL_WORK,
     PROXIMAL,
     SUBNETWORK,
     VALIDATION_METRICS,
@@ -55,7 +56,9 @@ def _check(config: Any) -> None:
 CLASSIFICATION = register_task(TaskSpec(
     name="classification",
     build=_build,
-    capabilities=frozenset({PROXIMAL, GRADIENT_CORRECTION, FAIRNESS, PLAIN_SGD, NORMALIZATION_LAYERS, VALIDATION_METRICS, DP_SGD, SUBNETWORK}),
+    capabilities=frozenset({
+        PROXIMAL, GRADIENT_CORRECTION, FAIRNESS, PLAIN_SGD, NORMALIZATION_LAYERS, VALIDATION_METRICS, DP_SGD, SUBNETWORK, PARTIAL_WORK
+    }),
     num_hospitals=lambda config: config.data.hospitals,
     hospitals_key="data.hospitals",
     describe=_describe,

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from fedsim.errors import ConfigError
-from fedsim.protocol import GRADIENT_CORRECTION, PROXIMAL
+from fedsim.protocol import GRADIENT_CORRECTION, PARTIAL_WORK, PROXIMAL
 from fedsim.results import HOSPITAL_EVAL
 from fedsim.scheduling.config import SchedulingConfig
 from fedsim.tasks.registry import TaskSpec, register_task
@@ -42,7 +42,7 @@ def _check(config: Any) -> None:
 SCHEDULING = register_task(TaskSpec(
     name="scheduling",
     build=_build,
-    capabilities=frozenset({PROXIMAL, GRADIENT_CORRECTION}),
+    capabilities=frozenset({PROXIMAL, GRADIENT_CORRECTION, PARTIAL_WORK}),
     num_hospitals=lambda config: config.scheduling.hospitals,
     hospitals_key="scheduling.hospitals",
     describe=_describe,
