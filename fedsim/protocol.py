@@ -17,6 +17,7 @@ PLAIN_SGD = "plain local SGD at train.lr"
 NORMALIZATION_LAYERS = "normalisation layers"
 VALIDATION_METRICS = "validation accuracy and loss"
 DP_SGD = "sample-level DP-SGD in local training (Opacus)"
+VECTORIZED_TRAINING = "vectorised local training (torch.func.vmap)"
 
 
 @dataclass(frozen=True)
