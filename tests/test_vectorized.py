@@ -22,6 +22,7 @@ import torch
 import fedsim
 from fedsim.config import load_config
 from fedsim.errors import ConfigError
+from fedsim.models import MODELS
 from fedsim.protocol import LocalPlan
 from fedsim.tasks.base import TrainJob
 from fedsim.tasks.factory import build_task
@@ -98,10 +99,10 @@ def test_vectorised_training_is_refused_where_it_does_not_apply() -> None:
         load_config(None, ["engine.vectorized_hospitals=-1"])
 
 
-def test_a_model_vmap_cannot_train_is_refused_before_any_round() -> None:
+def test_a_model_vmap_cannot_train_is_refused_before_any_round(monkeypatch: pytest.MonkeyPatch) -> None:
     """Dropout draws random numbers, which vmap refuses by default: one line, at build time."""
-    fedsim.register_model("cnn_with_dropout", lambda channels, classes: torch.nn.Sequential(
-        torch.nn.Flatten(), torch.nn.Dropout(0.5), torch.nn.Linear(channels * 28 * 28, classes)))
+    monkeypatch.setitem(MODELS._entries, "cnn_with_dropout", lambda channels, classes: torch.nn.Sequential(
+        torch.nn.Flatten(), torch.nn.Dropout(0.5), torch.nn.Linear(channels * 28 * 28, classes)))  # registered for this test only
     config = load_config(None, SMALL + ["model.name=cnn_with_dropout", "engine.vectorized_hospitals=2"])
     with pytest.raises(ConfigError, match=r"^engine.vectorized_hospitals: model cnn_with_dropout cannot be trained under torch.func.vmap \(.+\); set"):
         build_task(config, None)

@@ -17,9 +17,10 @@ batch. The locally trained models are scored on their own test splits in one vma
 eval mode (padded: eval mode treats every sample on its own).
 
 Agreement with the loop is to float32 rounding, not bitwise (a vmapped convolution sums in another
-order): tests/test_vectorized.py states the tolerances (one local training: rtol 1e-3, atol 1e-4; 3 rounds: atol 5e-3).
-On CPU this path is slower than the loop (about 3x for the small CNN); it is for GPUs, where one
-call over many hospitals replaces many small kernels (experiments/bench/gpu.py).
+order than the loop's channels-last one): tests/test_vectorized.py states the tolerances (one
+local training: rtol 1e-3, atol 1e-4; 3 rounds: atol 5e-3). On CPU this path is slower than the
+loop (issue 16 measured vmap about 3x slower for the small CNN); it is for GPUs, where one call
+over many hospitals replaces many small kernels (experiments/bench/gpu.py).
 """
 
 from __future__ import annotations
