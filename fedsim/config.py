@@ -17,6 +17,7 @@ from fedsim.errors import ConfigError
 from fedsim.yamlio import load_yaml
 from fedsim.pipeline.base import StageConfig
 from fedsim.attacks import AttackConfig
+from fedsim.protocol import VECTORIZED_TRAINING
 from fedsim.privacy.secagg import SecureAggregationConfig
 from fedsim.privacy.settings import CompressionConfig, PrivacyConfig, refuse_other_strategies
 from fedsim.quarantine import QuarantineConfig
@@ -183,14 +184,19 @@ class SamplingConfig(_Strict):
 
 
 class EngineConfig(_Strict):
-    """The worker pool: `workers` Ray actors, each pinned to num_cpus and a (fractional) num_gpus.
+    """The worker pool: `workers` Ray actors, each pinned to num_cpus and num_gpus (a whole number
+    of GPUs, or 1/k of one so that k workers share a GPU: 0.5, 0.25, ...).
     `backend: in_process` runs the same rounds in this process without Ray (debugging, tests):
-    hospitals are still spread over `workers`, so results are bitwise those of a Ray run."""
+    hospitals are still spread over `workers`, so results are bitwise those of a Ray run.
+    `vectorized_hospitals: N` trains up to N of a worker's hospitals at once as one model vmapped
+    over their stacked parameters (torch.func; for GPUs, slower on CPU; results match the
+    one-at-a-time default to float32 rounding, see fedsim.tasks.vectorized)."""
 
     backend: Literal["ray", "in_process"] = "ray"
     workers: Any = 2
     num_cpus: float = Field(1.0, gt=0)
     num_gpus: float = Field(0.0, ge=0)
+    vectorized_hospitals: int = Field(0, ge=0, description="hospitals a worker trains at once with torch.func.vmap; 0 = one at a time")
     checkpoint_every: int = Field(1, ge=0, description="write a checkpoint after every N rounds (and the last); 0 = never")
     max_retries: int = Field(3, ge=0, description="replacements of a dead worker per call before the round fails")
 
@@ -200,6 +206,16 @@ class EngineConfig(_Strict):
         if value == "per_hospital" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
             return value
         raise ValueError(f'expected an integer >= 1 or "per_hospital", got {value!r}')
+
+    @field_validator("num_gpus")
+    @classmethod
+    def _whole_or_shared_gpu(cls, value: float) -> float:
+        if value == 0 or (value >= 1 and float(value).is_integer()):
+            return value
+        sharing = round(1 / value) if 0 < value < 1 else 0
+        if sharing >= 2 and abs(sharing * value - 1) < 1e-3:  # 1/3 as 0.333 or 0.3333 is fine
+            return value
+        raise ValueError(f"expected 0, a whole number of GPUs or 1/k of one (0.5, 0.25, ...: k workers share a GPU), got {value!r}")
 
 
 class EvalConfig(_Strict):
@@ -308,11 +324,15 @@ class Config(_Strict):
             needed.append((f"compression.scheme: {self.compression.scheme}", self.compression.requirements()))
         if self.systems is not None and self.systems.stragglers == "partial":
             needed.append(("systems.stragglers: partial", {PARTIAL_WORK: "only the local steps that fit the deadline"}))
+        if self.engine.vectorized_hospitals:
+            needed.append(("engine.vectorized_hospitals", {VECTORIZED_TRAINING: "several hospitals of a worker trained as one model"}))
         for part, needs in needed:
             for capability, why in needs.items():
                 if capability not in spec.capabilities:
                     raise ValueError(f"{part} needs {capability} ({why}), which task {self.task} does not offer")
         self.strategy.check(self)
+        if self.engine.vectorized_hospitals:
+            self._check_vectorized()
         for section in (self.privacy, self.compression):
             if section is not None:
                 section.check(self)
@@ -330,6 +350,20 @@ class Config(_Strict):
                 f"sampling.clients_per_round: expected at most {spec.hospitals_key} ({self.num_hospitals()}), got {per_round}"
             )
         return self
+
+    def _check_vectorized(self) -> None:
+        """Refuse what the vmapped trainer (fedsim.tasks.vectorized) does not do per hospital."""
+        unsupported = (
+            (self.privacy is not None and self.privacy.mechanism == "dp_sgd",
+             "DP-SGD clips per-sample gradients through Opacus' hooks, which a vmapped model does not run"),
+            (self.compression is not None and self.compression.scheme == "federated_dropout",
+             "federated dropout trains a different sub-network per hospital, which the vmapped trainer does not mask"),
+            (self.systems is not None and self.systems.stragglers == "partial",
+             "partial work stops each hospital after its own step budget, which the vmapped trainer does not"),
+        )
+        for applies, why in unsupported:
+            if applies:
+                raise ValueError(f"engine.vectorized_hospitals: {why}; set engine.vectorized_hospitals: 0")
 
     def task_spec(self) -> Any:
         """The TaskSpec of `task` (fedsim.tasks.registry)."""

@@ -19,6 +19,7 @@ VALIDATION_METRICS = "validation accuracy and loss"
 DP_SGD = "sample-level DP-SGD in local training (Opacus)"
 SUBNETWORK = "training a given sub-network of the model (federated dropout)"
 PARTIAL_WORK = "a local step budget (LocalPlan.max_steps)"
+VECTORIZED_TRAINING = "vectorised local training (torch.func.vmap)"
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ those (`eval.hospitals: sampled`); the global test set is scored only after the 
 (`eval.every`), so steady rounds are pure training. Every configuration runs in a fresh process
 with its own Ray, as `fedsim run` would, so memory and start-up figures are its own.
 
-    python experiments/bench/scale.py [--rounds 5] [--samples 50] [--first-round-samples 10]
+    python experiments/bench/scale.py [--rounds 5] [--samples 50] [--registered 1000 10000 100000]
 
 Prints, for 1,000 / 10,000 / 100,000 registered hospitals with 100 sampled per round: seconds
 from the config to the start of the first round (building the data + starting Ray and the pool;
@@ -87,12 +87,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--samples", type=int, default=50, help="samples per hospital")
+    parser.add_argument("--registered", type=int, nargs="+", default=list(REGISTERED), help="registered hospitals, one run each")
     args = parser.parse_args()
 
     print(f"setting: {args.samples} samples per hospital, {SAMPLED} sampled per round, small CNN, 1 epoch, FedAvg, "
           f"2 workers x 1 CPU, {args.rounds} rounds, sampled hospitals scored, global test after the last round")
     print("registered  to 1st round (data + Ray/pool)  1st/steady  s/round  peak RSS driver + workers = total  object store")
-    for registered in REGISTERED:
+    for registered in args.registered:
         f = in_fresh_process(registered, SAMPLED, args.rounds, args.samples)
         to_first = f["data_seconds"] + f["startup_seconds"]
         first_ratio = (f["startup_seconds"] + f["first_round_seconds"]) / f["steady_seconds"]

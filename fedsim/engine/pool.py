@@ -56,7 +56,7 @@ class WorkerPool:
     ) -> None:
         threads = max(1, int(num_cpus))
         options = _WorkerActor.options(num_cpus=num_cpus, num_gpus=num_gpus)
-        self._new_worker: Callable[[], Any] = lambda: options.remote(task_ref, strategy, pipeline, num_gpus > 0, threads)
+        self._new_worker: Callable[[], Any] = lambda: self._warmed(options.remote(task_ref, strategy, pipeline, num_gpus > 0, threads))
         self.workers = [self._new_worker() for _ in range(size)]
         self.keeps_hospital_state = keeps_hospital_state
         self.max_retries = max_retries
@@ -65,6 +65,13 @@ class WorkerPool:
         self._round: tuple[int, int, ray.ObjectRef, bool] | None = None  # (round, run seed, broadcast, hold) of the last train
         self._shares: list[_Share] = []
         self._cohort: list[int] = []
+
+    @staticmethod
+    def _warmed(worker: Any) -> Any:
+        """A new worker, asked at once to warm up (its calls run in order, so its first train
+        waits for that; the driver does not)."""
+        worker.warm_up.remote()
+        return worker
 
     def _states_of(self, hospitals: Sequence[int]) -> list[Any]:
         return [self.states.get(h) for h in hospitals]

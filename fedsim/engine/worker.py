@@ -14,8 +14,9 @@ quarantined hospital is not added and keeps its state from before the round.
 
 from __future__ import annotations
 
+import itertools
 import time
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -24,11 +25,11 @@ from fedsim.engine.fixed_point import FixedPointSum
 from fedsim.engine.memory import peak_rss_bytes
 from fedsim.params import Params
 from fedsim.pipeline.base import Pipeline
-from fedsim.protocol import ClientReport, HospitalState, Instruction, Summaries, Updates
+from fedsim.protocol import ClientReport, HospitalState, Instruction, LocalResult, Summaries, Updates
 from fedsim.quarantine import OK
 from fedsim.seeding import Stream, seed_for
 from fedsim.strategies.base import Strategy
-from fedsim.tasks.base import Task
+from fedsim.tasks.base import Task, TrainJob
 
 
 def upload_bytes(contribution: dict[str, np.ndarray], encoded: Mapping[str, int] | None = None) -> int:
@@ -56,6 +57,16 @@ class WorkerCore:
         task.use_device("cuda" if use_gpu else "cpu")
         self.held: dict[int, dict[str, np.ndarray]] = {}  # contributions awaiting weights
         self._masking: tuple[int, list[int]] | None = None  # (round, cohort) of held contributions to mask
+
+    def warm_up(self) -> bool:
+        """The task's one-off set-up, called by the pool as soon as the worker exists so that it
+        overlaps the driver's own start-up. Nobody waits on it: a model that fails here fails the
+        same way in round 1, where the error is reported, so the failure is only returned."""
+        try:
+            self.task.warm_up()
+        except Exception:  # reported by the first round's train instead
+            return False
+        return True
 
     def train(
         self,
@@ -86,14 +97,11 @@ class WorkerCore:
         self._masking = (round_index, list(cohort)) if holding and secure else None
         reports: list[ClientReport] = []
         new_states: list[HospitalState] = []
-        for instruction, state in zip(instructions, states):
+        states = [state or HospitalState() for state in states]
+        jobs = (self._job(instruction, state, broadcast, round_index, run_seed) for instruction, state in zip(instructions, states))
+        for instruction, state, (job, result, train_seconds) in zip(instructions, states, self._local_training(jobs)):
             started = time.perf_counter()
-            hospital = instruction.hospital
-            state = state or HospitalState()
-            start = strategy.model_params(broadcast, state.strategy)
-            plan = self.pipeline.local_plan(strategy.local_plan(instruction, broadcast, state.strategy), instruction, round_index, run_seed)
-            seed = seed_for(run_seed, Stream.LOCAL_TRAINING, round_index, hospital)
-            result = self.task.train(hospital, start, plan, state.task, seed)
+            hospital, start = instruction.hospital, job.params
             sent, stage_states, stage_metrics, encoded, summed = self.pipeline.hospital_side(
                 result, start, strategy.local_keys, instruction, round_index, run_seed, state.stages
             )
@@ -127,13 +135,37 @@ class WorkerCore:
                     num_samples=result.num_samples,
                     steps=result.steps,
                     weight=instruction.weight,
-                    seconds=time.perf_counter() - started,
+                    seconds=train_seconds + time.perf_counter() - started,
                     upload_bytes=secure.upload_bytes(contribution, len(cohort)) if secure else upload_bytes(contribution, encoded),
                     metrics={**result.metrics, **strategy_metrics, **stage_metrics},
                     status=status,
                 )
             )
         return [partial, reports, *new_states] if self.keeps_hospital_state else [partial, reports]
+
+    def _job(self, instruction: Instruction, state: HospitalState, broadcast: Params, round_index: int, run_seed: int) -> TrainJob:
+        strategy, hospital = self.strategy, instruction.hospital
+        return TrainJob(
+            hospital=hospital,
+            params=strategy.model_params(broadcast, state.strategy),
+            plan=self.pipeline.local_plan(strategy.local_plan(instruction, broadcast, state.strategy), instruction, round_index, run_seed),
+            state=state.task,
+            seed=seed_for(run_seed, Stream.LOCAL_TRAINING, round_index, hospital),
+        )
+
+    def _local_training(self, jobs: Iterator[TrainJob]) -> Iterator[tuple[TrainJob, LocalResult, float]]:
+        """Each job with its result and training seconds: one hospital at a time (jobs made as
+        they are needed), or, with engine.vectorized_hospitals, groups of that many at once (each
+        credited an equal share of the group's seconds)."""
+        group = self.task.vectorized_hospitals
+        while chunk := list(itertools.islice(jobs, max(1, group))):
+            started = time.perf_counter()
+            if group:
+                results = self.task.train_group(chunk)
+            else:
+                results = [self.task.train(job.hospital, job.params, job.plan, job.state, job.seed) for job in chunk]
+            share = (time.perf_counter() - started) / len(chunk)
+            yield from ((job, result, share) for job, result in zip(chunk, results))
 
     def weighted_sum(self, weights: Mapping[int, float]) -> tuple[FixedPointSum, bool]:
         """Sum the held contributions with the server's weights (second step of weighing after

@@ -9,13 +9,25 @@ randomness from the seed it is given.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 import pyarrow as pa
 
 from fedsim.params import Params
 from fedsim.protocol import LocalPlan, LocalResult
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """One hospital's local training, as `Task.train` takes it."""
+
+    hospital: int
+    params: Params
+    plan: LocalPlan
+    state: Any
+    seed: int
 
 
 class Task(ABC):
@@ -54,6 +66,10 @@ class Task(ABC):
     def use_device(self, device: str) -> None:
         """Called once on each worker before any work (e.g. "cpu" or "cuda")."""
 
+    def warm_up(self) -> None:
+        """Do, on each worker before its first round, the one-off work that round would otherwise
+        wait for (building the model, first-call kernel set-up); changes no result."""
+
     def new_module(self) -> Any:
         """A fresh torch module of the task's model (what `model.pt`, a state_dict, loads into)."""
         raise NotImplementedError(f"{type(self).__name__} has no torch model")
@@ -65,6 +81,15 @@ class Task(ABC):
         A task honours `plan.epochs` and the terms its spec declares among its capabilities
         (fedsim.tasks.registry); config validation refuses strategies that need others.
         """
+
+    #: How many of a worker's hospitals `train_group` trains at once (engine.vectorized_hospitals);
+    #: 0: one at a time, through `train`.
+    vectorized_hospitals: int = 0
+
+    def train_group(self, jobs: Sequence[TrainJob]) -> list[LocalResult]:
+        """Train several hospitals at once, each exactly as `train` would (to the tolerance the
+        task documents), for tasks that offer vectorised training."""
+        raise NotImplementedError(f"{type(self).__name__} trains one hospital at a time")
 
     @abstractmethod
     def evaluate_hospital(self, hospital: int, params: Params, state: Any) -> dict[str, float]:

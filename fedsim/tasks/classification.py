@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -21,7 +21,8 @@ from fedsim.privacy.dp_sgd import DPSGD
 from fedsim.params import Params
 from fedsim.torch_params import load_params, params_of
 from fedsim.protocol import LocalPlan, LocalResult
-from fedsim.tasks.base import Task
+from fedsim.tasks.base import Task, TrainJob
+from fedsim.tasks.vectorized import HospitalData, VectorizedSGD, shuffled_batches
 from fedsim.tasks.worker_local import WorkerLocalTorch
 
 
@@ -34,9 +35,11 @@ class ClassificationTask(WorkerLocalTorch, Task):
     ("local_accuracy" in clients.parquet). Global evaluation covers the dataset's test split and,
     where it has one, its validation split (val_* metrics: what a learning strategy may use).
     With `dp_sgd` set, every local step is DP-SGD through Opacus (fedsim.privacy.dp_sgd).
+    With `vectorized_hospitals` > 0, a worker trains up to that many hospitals at once as one
+    vmapped model (`train_group`, fedsim.tasks.vectorized).
     """
 
-    worker_local = ("_model",)
+    worker_local = ("_model", "_trainer")
 
     global_metric_names = (
         "loss", "accuracy", "balanced_accuracy", "macro_auc", "val_loss", "val_accuracy", "val_balanced_accuracy"
@@ -45,15 +48,18 @@ class ClassificationTask(WorkerLocalTorch, Task):
     hospital_metric = "accuracy"
 
     def __init__(
-        self, federation: Federation, model_factory: ModelFactory, train: TrainConfig, eval_batch_size: int, dp_sgd: DPSGD | None = None
+        self, federation: Federation, model_factory: ModelFactory, train: TrainConfig, eval_batch_size: int,
+        dp_sgd: DPSGD | None = None, vectorized_hospitals: int = 0,
     ) -> None:
         self.federation = federation
+        self.vectorized_hospitals = vectorized_hospitals
         self.dp_sgd = dp_sgd
         self.model_factory = model_factory
         self.train_config = train
         self.eval_batch_size = eval_batch_size
         self._device = torch.device("cpu")
         self._model: nn.Module | None = None  # built lazily on each worker, never pickled
+        self._trainer: VectorizedSGD | None = None  # likewise
 
     # ----- shape of the federation ---------------------------------------------------------
     @property
@@ -80,7 +86,7 @@ class ClassificationTask(WorkerLocalTorch, Task):
 
     def use_device(self, device: str) -> None:
         self._device = torch.device(device)
-        self._model = None
+        self._model, self._trainer = None, None
 
     def new_module(self) -> nn.Module:
         dataset = self.federation.dataset
@@ -96,6 +102,20 @@ class ClassificationTask(WorkerLocalTorch, Task):
             self._model = self._placed_model()
         load_params(self._model, params)
         return self._model
+
+    def warm_up(self) -> None:
+        """Build this worker's model and run one training-sized forward and backward pass on
+        blank images: torch sets up its kernels for these shapes before round 1, not in it. The
+        model is reloaded from the broadcast before any use, and the global RNG is left as it was."""
+        dataset = self.federation.dataset
+        size = dataset.test.images.shape[-1]
+        with torch.random.fork_rng(devices=[]):
+            model = self._model = self._placed_model()
+        model.train()
+        # at least 2: BatchNorm refuses one sample in train mode
+        images = torch.zeros(max(2, self.train_config.batch_size), dataset.channels, size, size, device=self._device)
+        model(images).sum().backward()
+        model.zero_grad(set_to_none=True)
 
     def initial_params(self, seed: int) -> Params:
         with torch.random.fork_rng(devices=[]):
@@ -146,16 +166,40 @@ class ClassificationTask(WorkerLocalTorch, Task):
                     steps += 1
             if private:
                 private.detach()
-            local = self._score(model, *self._tensors(hospital, "test"))  # the sub-network, under federated dropout
+            test_images, test_labels = self._tensors(hospital, "test")
+            test_probabilities = self._probabilities(model, test_images)  # the sub-network, under federated dropout
         trained_params = params_of(model)
         if plan.subnetwork is not None:  # weight decay and BN statistics moved dropped entries: they go back
             trained_params = plan.subnetwork.keep_held(trained_params, params)
-        metrics = {
+        metrics = self._local_metrics(labels, loss_sum, seen, test_labels, test_probabilities)
+        return LocalResult(trained_params, count, steps, metrics)
+
+    def train_group(self, jobs: Sequence[TrainJob]) -> list[LocalResult]:
+        """`train` for several hospitals at once, vmapped (fedsim.tasks.vectorized; DP-SGD is
+        refused with it at config time)."""
+        if self._trainer is None:
+            self._trainer = VectorizedSGD(self.new_module(), self.train_config, self.eval_batch_size, self._device)
+        data = [
+            HospitalData(job.params, job.plan, job.seed, self._tensors(job.hospital, "train"), self._tensors(job.hospital, "test"))
+            for job in jobs
+        ]
+        results = []
+        for hospital, outcome in zip(data, self._trainer.train(data)):
+            labels, test_labels = hospital.train[1], hospital.test[1]
+            probabilities = outcome.test_probabilities.reshape(len(test_labels), self.federation.dataset.num_classes)
+            metrics = self._local_metrics(labels, outcome.loss_sum, outcome.seen, test_labels, probabilities)
+            results.append(LocalResult(outcome.params, len(labels), outcome.steps, metrics))
+        return results
+
+    def _local_metrics(self, labels: torch.Tensor, loss_sum: float, seen: int, test_labels: torch.Tensor,
+                       test_probabilities: np.ndarray) -> dict[str, float]:
+        """What a hospital logs of its local round: training loss, the trained model's accuracy on
+        its own test split, and its label entropy."""
+        return {
             "train_loss": loss_sum / max(1, seen),
-            "local_accuracy": local["accuracy"],
+            "local_accuracy": accuracy(test_labels.cpu().numpy(), test_probabilities.argmax(axis=1)),
             "label_entropy": label_entropy(labels.cpu().numpy(), self.federation.dataset.num_classes),
         }
-        return LocalResult(trained_params, count, steps, metrics)
 
     def _on_device(self, arrays: Mapping[str, np.ndarray] | None) -> dict[str, torch.Tensor]:
         if not arrays:
@@ -257,12 +301,6 @@ def dropped_units(model: nn.Module, subnetwork: Any) -> Iterator[None]:
     finally:
         for hook in hooks:
             hook.remove()
-
-
-def shuffled_batches(count: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
-    """One epoch of mini-batches: a seeded permutation cut into batch_size pieces."""
-    order = torch.randperm(count, generator=generator)
-    return [order[start : start + batch_size] for start in range(0, count, batch_size)]
 
 
 def fairness_term(loss: torch.Tensor, global_loss: float, strength: float) -> torch.Tensor:

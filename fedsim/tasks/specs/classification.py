@@ -15,6 +15,7 @@ from fedsim.protocol import (
     PROXIMAL,
     SUBNETWORK,
     VALIDATION_METRICS,
+    VECTORIZED_TRAINING,
 )
 from fedsim.results import ROUNDS
 from fedsim.tasks.registry import TaskSpec, register_task
@@ -28,7 +29,10 @@ def _build(config: Any, dataset: Any) -> Any:
 
     factory = model_factory(config.model.name)  # an unknown model fails before the data loads
     federation = flip_labels(build_federation(config.data, config.seed, dataset), config)
-    task = ClassificationTask(federation, factory, config.train, config.eval.batch_size)
+    vectorized = config.engine.vectorized_hospitals
+    task = ClassificationTask(federation, factory, config.train, config.eval.batch_size, vectorized_hospitals=vectorized)
+    if vectorized:
+        refuse_unvectorizable_model(task, config.model.name)
     privacy = config.privacy
     if privacy is None or privacy.mechanism != "dp_sgd":
         return task
@@ -38,6 +42,19 @@ def _build(config: Any, dataset: Any) -> Any:
     refuse_unsupported_model(task.new_module(), config.model.name)
     task.dp_sgd = DPSGD(run_noise_multiplier(config, task.hospital_sizes()), privacy.clip_norm)
     return task
+
+
+def refuse_unvectorizable_model(task: Any, name: str) -> None:
+    """Try one vmapped step of the model before any round, so a model vmap cannot train (dropout,
+    data-dependent control flow) is refused in one line instead of failing on the workers."""
+    from fedsim.errors import ConfigError
+    from fedsim.tasks.vectorized import vectorization_problem
+
+    dataset = task.federation.dataset
+    problem = vectorization_problem(task.new_module(), dataset.channels, dataset.test.images.shape[-1])
+    if problem:
+        raise ConfigError(f"engine.vectorized_hospitals: model {name} cannot be trained under torch.func.vmap ({problem}); "
+                          "set engine.vectorized_hospitals: 0")
 
 
 def _describe(config: Any) -> str:
@@ -57,7 +74,8 @@ CLASSIFICATION = register_task(TaskSpec(
     name="classification",
     build=_build,
     capabilities=frozenset({
-        PROXIMAL, GRADIENT_CORRECTION, FAIRNESS, PLAIN_SGD, NORMALIZATION_LAYERS, VALIDATION_METRICS, DP_SGD, SUBNETWORK, PARTIAL_WORK
+        PROXIMAL, GRADIENT_CORRECTION, FAIRNESS, PLAIN_SGD, NORMALIZATION_LAYERS, VALIDATION_METRICS, DP_SGD, SUBNETWORK, PARTIAL_WORK,
+        VECTORIZED_TRAINING,
     }),
     num_hospitals=lambda config: config.data.hospitals,
     hospitals_key="data.hospitals",
