@@ -117,6 +117,10 @@ class DataConfig(_Strict):
     hospitals: int = Field(20, ge=1)
     partition: Partition = DirichletPartition(scheme="dirichlet", alpha=0.5)
     local_test_fraction: float = Field(0.2, ge=0, lt=1)
+    validation_fraction: float = Field(
+        0.1, gt=0, lt=1,
+        description="share of the training split held out (stratified, seeded) as validation where the source ships none",
+    )
     scanner_shift: float = Field(0.0, ge=0, description="strength of per-hospital scanner-like feature shift; 0 = none")
 
 

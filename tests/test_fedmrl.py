@@ -172,9 +172,9 @@ def test_team_reward_is_the_change_of_the_configured_metric() -> None:
     first = {"val_accuracy": 0.9, "val_balanced_accuracy": 0.50, "val_loss": 0.4}
     then = {"val_accuracy": 0.7, "val_balanced_accuracy": 0.62, "val_loss": 0.5}
     strategy.configure(1, cohort)
-    strategy.observe(1, first, {})  # nothing to compare with yet
+    strategy.observe(1, first)  # nothing to compare with yet
     strategy.configure(2, cohort)
-    strategy.observe(2, then, {})
+    strategy.observe(2, then)
     assert strategy.pending["reward"] == pytest.approx(0.12)  # balanced accuracy up, though accuracy fell
     assert strategy.global_loss == 0.5
 

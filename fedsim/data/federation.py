@@ -35,6 +35,7 @@ from fedsim.data.partition import (
     split_local_test,
 )
 from fedsim.data.scanner import apply_scanner, draw_scanner_profiles
+from fedsim.data.splits import with_validation
 from fedsim.data.synthetic import balanced_labels, draw_images, make_synthetic
 from fedsim.seeding import Stream, seed_for
 
@@ -104,7 +105,14 @@ def _is_identity(profile: np.ndarray) -> bool:
 
 
 def load_dataset(config: DataConfig, seed: int, given: ImageDataset | None = None) -> ImageDataset:
-    """The configured source's splits; `given`: a user's own dataset (data.source.kind custom)."""
+    """The configured source's splits, with a validation split carved from training where the
+    source has none (`data.validation_fraction`, stratified, seeded); `given`: a user's own
+    dataset (data.source.kind custom)."""
+    dataset = _load_source(config, seed, given)
+    return with_validation(dataset, config.validation_fraction, seed_for(seed, Stream.DATASET, 4))
+
+
+def _load_source(config: DataConfig, seed: int, given: ImageDataset | None) -> ImageDataset:
     source = config.source
     if isinstance(source, CustomSource) or given is not None:
         if given is None:

@@ -28,8 +28,8 @@ class ServerCore:
     def configure(self, round_index: int, cohort: Cohort) -> list[Instruction]:
         return self.strategy.configure(round_index, cohort)
 
-    def observe(self, round_index: int, global_metrics: dict[str, float], hospital_metrics: dict[int, dict[str, float]]) -> None:
-        self.strategy.observe(round_index, global_metrics, hospital_metrics)
+    def observe(self, round_index: int, validation: dict[str, float]) -> None:
+        self.strategy.observe(round_index, validation)
 
     def weigh(
         self, round_index: int, instructions: list[Instruction], reports: list[ClientReport], *summaries: Summaries
