@@ -7,7 +7,8 @@
    (`reward_form: level` rewards the metric itself, as the authors' code does). Exploration is
    epsilon-greedy, epsilon falling linearly from 1 to 0.05 over the first `epsilon_decay_fraction`
    of the run's rounds; rounds.parquet's strategy_qmix_transitions counts the joint transitions
-   QMIX has learned from so far.
+   QMIX had learned from when the round aggregated (the run's last, terminal transition is
+   stored after it: a run of R rounds learns from R - 1).
 2. Local training adds the fairness term lambda * (L_h - L_global)^2 (see
    fedsim.tasks.classification.fairness_term) with the global loss of the last evaluation.
 3. The server aggregates w <- w + sum_h a_h (w_h - w) with SOM weights a_h (fedsim.fedmrl.som),

@@ -134,7 +134,8 @@ class ClassificationTask(WorkerLocalTorch, Task):
                 objective.backward()
                 if correction:
                     for name, parameter in trained.items():
-                        parameter.grad.add_(correction[name])
+                        if parameter.grad is not None:  # (a frozen backbone has none)
+                            parameter.grad.add_(correction[name])
                 optimizer.step()
                 loss_sum += float(loss.detach()) * len(batch)
                 correct += int((logits.detach().argmax(dim=1) == labels[batch]).sum())
