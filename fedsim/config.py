@@ -86,19 +86,48 @@ class IIDPartition(_Strict):
 
 
 class DirichletPartition(_Strict):
-    """Label skew: each class spread over hospitals by Dir(alpha) proportions."""
+    """Label skew: each class spread over hospitals by Dir(alpha) proportions (Yurochkin et al.
+    2019, as flwr-datasets' DirichletPartitioner; hospital sizes vary)."""
 
     scheme: Literal["dirichlet"]
     alpha: float = Field(gt=0)
     min_samples: int = Field(2, ge=1)
 
 
+class DirichletEqualPartition(_Strict):
+    """Label skew at equal hospital sizes: each hospital's class shares ~ Dir(alpha * prior)
+    (Hsu et al. 2019)."""
+
+    scheme: Literal["dirichlet_equal"]
+    alpha: float = Field(gt=0)
+
+
+class PathologicalPartition(_Strict):
+    """Each hospital holds exactly `classes_per_hospital` classes (flwr-datasets'
+    PathologicalPartitioner)."""
+
+    scheme: Literal["pathological"]
+    classes_per_hospital: int = Field(2, ge=1)
+    assignment: Literal["random", "deterministic", "first-deterministic"] = "first-deterministic"
+
+
 class ShardPartition(_Strict):
-    """FedMRL's shard split: a class's shards stay with its home hospitals with probability eta."""
+    """fedsim's shard split (its reading of the FedMRL paper): a class's shards stay with its home
+    hospitals with probability eta (eta = 1: each hospital holds only its home classes)."""
 
     scheme: Literal["shards"]
     eta: float = Field(ge=0, le=1)
     shards_per_class: int = Field(10, ge=1)
+
+
+class AuthorsShardPartition(_Strict):
+    """The FedMRL authors' code's sampling: every hospital draws shards of every class; hospitals
+    overlap (fedsim.data.fedmrl_shards)."""
+
+    scheme: Literal["authors_shards"]
+    eta: float = Field(1.0, ge=0, le=1)
+    shards_per_class: int = Field(200, ge=1)
+    samples_per_shard: int = Field(5, ge=1)
 
 
 class QuantityPartition(_Strict):
@@ -110,7 +139,8 @@ class QuantityPartition(_Strict):
 
 
 Partition = Annotated[
-    Union[IIDPartition, DirichletPartition, ShardPartition, QuantityPartition],
+    Union[IIDPartition, DirichletPartition, DirichletEqualPartition, PathologicalPartition, ShardPartition,
+          AuthorsShardPartition, QuantityPartition],
     Field(discriminator="scheme"),
 ]
 
@@ -120,15 +150,31 @@ class DataConfig(_Strict):
     hospitals: int = Field(20, ge=1)
     partition: Partition = DirichletPartition(scheme="dirichlet", alpha=0.5)
     local_test_fraction: float = Field(0.2, ge=0, lt=1)
+    validation_fraction: float = Field(
+        0.1, gt=0, lt=1,
+        description="share of the training split held out (stratified, seeded) as validation where the source ships none",
+    )
     scanner_shift: float = Field(0.0, ge=0, description="strength of per-hospital scanner-like feature shift; 0 = none")
 
 
 # ----- learning -----------------------------------------------------------------------------
 class ModelConfig(_Strict):
     """A registered model factory: built-in small_cnn and resnet18, or your own
-    (`fedsim.register_model`)."""
+    (`fedsim.register_model`). `weights`: a local state-dict file (e.g. torchvision's ImageNet
+    DenseNet-121 for `densenet121`) loaded into the model before round 1; nothing is downloaded
+    at run time. `freeze_backbone`: train only the classifier head (fedsim.models.pretrained)."""
 
     name: str = "small_cnn"
+    weights: str | None = None
+    freeze_backbone: bool = False
+
+    @model_validator(mode="after")
+    def _backbone(self) -> "ModelConfig":
+        if self.freeze_backbone and self.weights is None:
+            raise ValueError("model.freeze_backbone: needs model.weights (a frozen random backbone learns nothing)")
+        if self.weights is not None and not Path(self.weights).is_file():
+            raise ValueError(f"model.weights: {self.weights} is not a file; expected a saved state dict (.pth)")
+        return self
 
 
 class TrainConfig(_Strict):
@@ -464,9 +510,12 @@ _SOURCE_PATHS = ("path", "root")
 
 
 def resolve_data_paths(settings: dict[str, Any], base: Path) -> dict[str, Any]:
-    """`settings` with a relative data.source path or root made absolute against `base`: the
-    config file's folder for a file's settings, the working directory for --set. The run's
-    config.yaml then records the absolute path it read, wherever it is run from."""
+    """`settings` with a relative data.source path or root, or model.weights file, made absolute
+    against `base`: the config file's folder for a file's settings, the working directory for
+    --set. The run's config.yaml then records the absolute path it read, wherever it is run from."""
+    model = settings.get("model")
+    if isinstance(model, dict) and isinstance(model.get("weights"), str):
+        settings = {**settings, "model": {**model, "weights": str((base / model["weights"]).resolve())}}
     source = settings.get("data", {}).get("source") if isinstance(settings.get("data"), dict) else None
     if not isinstance(source, dict):
         return settings

@@ -8,8 +8,11 @@ import pytest
 from fedsim.data import (
     DataError,
     home_hospitals,
+    partition_authors_shards,
     partition_dirichlet,
+    partition_dirichlet_equal,
     partition_iid,
+    partition_pathological,
     partition_quantity,
     partition_shards,
     partition_stats,
@@ -22,6 +25,8 @@ LABELS = np.random.default_rng(123).integers(0, NUM_CLASSES, size=5000)
 SCHEMES = {
     "iid": lambda labels, seed: partition_iid(labels, 8, seed),
     "dirichlet": lambda labels, seed: partition_dirichlet(labels, 8, 0.3, 10, seed),
+    "dirichlet_equal": lambda labels, seed: partition_dirichlet_equal(labels, 8, 0.3, seed),
+    "pathological": lambda labels, seed: partition_pathological(labels, 8, 3, "first-deterministic", seed),
     "shards": lambda labels, seed: partition_shards(labels, 8, 0.7, 20, seed),
     "quantity": lambda labels, seed: partition_quantity(labels, 8, 1.0, 10, seed),
 }
@@ -48,7 +53,10 @@ def at_home_fraction(labels: np.ndarray, parts: list[np.ndarray], num_hospitals:
     return float(is_home[labels, hospital_of].mean())
 
 
-@pytest.mark.parametrize("scheme", SCHEMES)
+COVERING = [scheme for scheme in SCHEMES if scheme != "pathological"]  # it may leave classes out
+
+
+@pytest.mark.parametrize("scheme", COVERING)
 def test_parts_are_sorted_disjoint_exact_cover(scheme: str) -> None:
     parts = SCHEMES[scheme](LABELS, 0)
     assert len(parts) == 8
@@ -150,6 +158,13 @@ def test_quantity_min_samples_honoured_under_heavy_skew() -> None:
         (lambda: partition_shards(LABELS, 1, 0.5, 10, 0), "eta"),
         (lambda: partition_quantity(LABELS, 4, -1.0, 1, 0), "sigma"),
         (lambda: partition_quantity(LABELS, 4, 1.0, 2000, 0), "min_samples"),
+        (lambda: partition_dirichlet_equal(LABELS, 4, 0.0, 0), "alpha"),
+        (lambda: partition_pathological(LABELS, 4, 11, "random", 0), "classes_per_hospital"),
+        (lambda: partition_pathological(LABELS, 4, 2, "sorted", 0), "assignment"),
+        (lambda: partition_pathological(np.array([0, 1, 1, 1]), 3, 1, "deterministic", 0), "classes_per_hospital"),
+        (lambda: partition_authors_shards(LABELS, 4, 1.5, 10, 5, 0), "eta"),
+        (lambda: partition_authors_shards(LABELS, 4, 1.0, 0, 5, 0), "shards_per_class"),
+        (lambda: partition_authors_shards(LABELS, 4, 1.0, 10, 10**6, 0), "samples_per_shard"),
     ],
 )
 def test_bad_arguments_raise_naming_the_parameter(call, parameter: str) -> None:
@@ -195,3 +210,73 @@ def test_partition_stats_counts_match() -> None:
         assert row == np.bincount(LABELS[train], minlength=NUM_CLASSES).tolist()
     with pytest.raises(DataError, match="test_parts"):
         partition_stats(LABELS, [parts[0]], [], NUM_CLASSES)
+
+
+# ----- Hsu et al. 2019: Dirichlet at equal sizes ------------------------------------------------
+def test_dirichlet_equal_sizes_are_equal_and_skew_follows_alpha() -> None:
+    skewed, near_iid = (partition_dirichlet_equal(LABELS, 8, alpha, seed=1) for alpha in (0.1, 1000.0))
+    for parts in (skewed, near_iid):
+        assert max(map(len, parts)) - min(map(len, parts)) <= 1 and sum(map(len, parts)) == len(LABELS)
+    assert mean_tv_from_global(LABELS, skewed) > 0.4 > 0.1 > mean_tv_from_global(LABELS, near_iid)
+
+
+def test_dirichlet_equal_first_hospital_filled_follows_its_draw() -> None:
+    """The first hospital filled sees every class available: its counts are Multinomial(N/H, q)."""
+    labels = np.repeat(np.arange(2), [3000, 3000])
+    parts = partition_dirichlet_equal(labels, 2, 1.0, seed=4)
+    rng = np.random.default_rng(4)  # replay the documented draws: shuffle classes, order, q
+    for c in range(2):
+        rng.permutation(3000)
+    first = int(rng.permutation(2)[0])
+    q = rng.dirichlet(1.0 * np.array([0.5, 0.5]))
+    expected = rng.multinomial(3000, q)
+    np.testing.assert_array_equal(np.bincount(labels[parts[first]], minlength=2), expected)
+
+
+# ----- pathological (flwr-datasets' PathologicalPartitioner) -------------------------------------
+@pytest.mark.parametrize("assignment", ["random", "deterministic", "first-deterministic"])
+def test_pathological_gives_each_hospital_exactly_k_classes(assignment: str) -> None:
+    parts = partition_pathological(LABELS, 8, 3, assignment, seed=2)
+    held = [set(np.unique(LABELS[part]).tolist()) for part in parts]
+    assert all(len(classes) == 3 for classes in held)
+    used = np.concatenate(parts)
+    assert len(np.unique(used)) == len(used)  # disjoint
+    covered = set().union(*held)
+    np.testing.assert_array_equal(np.sort(used), np.flatnonzero(np.isin(LABELS, sorted(covered))))  # held classes whole
+    for c in covered:  # a class is split near-equally over the hospitals holding it
+        counts = [int(np.sum(LABELS[part] == c)) for part, classes in zip(parts, held) if c in classes]
+        assert max(counts) - min(counts) <= 1
+    if assignment == "deterministic":
+        assert held == [{h % 10, (h + 1) % 10, (h + 2) % 10} for h in range(8)]
+    if assignment == "first-deterministic":
+        assert all(h % 10 in classes for h, classes in enumerate(held))
+
+
+def test_pathological_is_deterministic_in_its_seed() -> None:
+    first, again, other = (partition_pathological(LABELS, 8, 2, "random", seed) for seed in (3, 3, 4))
+    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    assert not all(np.array_equal(a, b) for a, b in zip(first, other))
+
+
+# ----- the FedMRL authors' shard sampling ---------------------------------------------------------
+def test_authors_shards_every_hospital_draws_every_class_and_hospitals_overlap() -> None:
+    labels = np.repeat(np.arange(3), [400, 200, 50])
+    parts = partition_authors_shards(labels, 4, eta=1.0, shards_per_class=20, samples_per_shard=5, seed=0)
+    for part in parts:
+        assert np.all(np.diff(part) > 0)
+        counts = np.bincount(labels[part], minlength=3)
+        assert np.all(counts > 0) and np.all(counts <= [100, 100, 50])  # <= 20 shards x 5 distinct draws
+        assert counts[2] > 40  # 20 shards x 5 of 50 samples: nearly all of the small class
+    assert len(np.intersect1d(parts[0], parts[1])) > 0  # copies: samples shared between hospitals
+    again = partition_authors_shards(labels, 4, eta=1.0, shards_per_class=20, samples_per_shard=5, seed=0)
+    assert all(np.array_equal(a, b) for a, b in zip(parts, again))
+
+
+def test_authors_shards_eta_only_thins_the_draws() -> None:
+    """Both branches draw the same class; eta < 1 samples with replacement, so fewer distinct."""
+    labels = np.repeat(np.arange(2), [5000, 5000])
+    full, thinned = (partition_authors_shards(labels, 2, eta, 200, 5, seed=1) for eta in (1.0, 0.0))
+    assert all(len(t) < len(f) for f, t in zip(full, thinned))
+    for part in full + thinned:
+        counts = np.bincount(labels[part], minlength=2)
+        assert abs(counts[0] - counts[1]) < 0.1 * counts.sum()  # no label skew either way

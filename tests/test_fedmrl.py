@@ -17,7 +17,7 @@ from fedsim.engine.rounds import run_round
 from fedsim.fedmrl.qmix import QMIXSettings, QMIXTeam
 from fedsim.fedmrl.qmix_modules import MonotonicMixer
 from fedsim.fedmrl.replay import JointTransition
-from fedsim.fedmrl.som import SOMWeighting, som_densities
+from fedsim.fedmrl.som import CountSketch, SOMWeighting, som_densities
 from fedsim.params import is_trained
 from fedsim.pipeline.base import Pipeline
 from fedsim.protocol import Cohort, Instruction, LocalPlan
@@ -84,31 +84,58 @@ def test_som_density_formula_by_hand() -> None:
     assert np.all(som_densities(np.zeros((3, 2))) == 1)
 
 
-def test_som_weights_discount_a_label_flipped_hospital() -> None:
-    config = load_config(None, ["data.source={kind: synthetic, classes: 2, train_samples: 4000, test_samples: 50}",
-                                "data.hospitals=8", "data.partition={scheme: iid}", "train.epochs=1", "strategy=fedmrl"])
+SOM_SEEDS = range(10)
+
+
+def _som_weights_with_a_flipped_hospital(seed: int, flipped: int = 5) -> np.ndarray:
+    """One round's SOM weights over 8 IID hospitals of which `flipped` reports the other class
+    for every image; everything (data, training, sketch, map) drawn from `seed`."""
+    config = load_config(None, ["data.source={kind: synthetic, classes: 2, train_samples: 800, test_samples: 50, image_size: 16}",
+                                "data.hospitals=8", "data.partition={scheme: iid}", "train.epochs=1", "strategy=fedmrl",
+                                f"seed={seed}"])
     task = build_task(config)
-    flipped = 5
 
     class Flipped(Federation):
-        """The same hospitals, but hospital `flipped` reports the other class for every image."""
-
         def hospital_arrays(self, hospital, split):
             images, labels = super().hospital_arrays(hospital, split)
             return images, (1 - labels if hospital == flipped else labels)
 
     task.federation = Flipped(**{f.name: getattr(task.federation, f.name) for f in fields(Federation)})
     # outliers show once the model has learned something: start from a briefly pre-trained model
-    start = task.train(0, task.initial_params(0), LocalPlan(epochs=3), None, seed=0).params
-    strategy = FedMRL(config.strategy, total_rounds=1, max_cohort=8, seed=0)
+    start = task.train(0, task.initial_params(seed), LocalPlan(epochs=1), None, seed=seed).params
+    strategy = FedMRL(config.strategy, total_rounds=1, max_cohort=8, seed=seed)
     sketches = []
     for hospital in range(8):
-        result = task.train(hospital, start, LocalPlan(epochs=1), None, seed=hospital)
+        result = task.train(hospital, start, LocalPlan(epochs=1), None, seed=100 * seed + hospital)
         sketches.append(strategy.contribution(result, Instruction(hospital, 1.0, LocalPlan(epochs=1)), start)["sketch"])
-    weights, densities = SOMWeighting(64, 4, seed=0).weights(np.array(sketches), task.hospital_sizes())
-    others = np.delete(weights, flipped)
-    assert weights[flipped] < others.min()
+    weights, densities = SOMWeighting(64, 4, seed=seed).weights(np.array(sketches), task.hospital_sizes())
     np.testing.assert_allclose(weights, task.hospital_sizes() * densities / np.sum(task.hospital_sizes() * densities))
+    return weights
+
+
+def test_som_weights_discount_a_label_flipped_hospital_over_seeds() -> None:
+    """A property over 10 seeds (data, training, sketch and map all drawn from the seed). The SOM
+    discounts the flipped hospital mildly: below the others' mean weight in at least 9 seeds, but
+    not reliably the lowest (4 of 10 when measured): its update points away from the others
+    (negative cosines), yet with the kernel width set by the median pairwise distance of
+    near-orthogonal unit sketches every hospital sits within about one width of the rest."""
+    flipped = 5
+    lowest, discounts = 0, []
+    for seed in SOM_SEEDS:
+        weights = _som_weights_with_a_flipped_hospital(seed, flipped)
+        others = np.delete(weights, flipped)
+        lowest += int(weights[flipped] < others.min())
+        discounts.append(weights[flipped] / others.mean())
+    print(f"SOM: flipped hospital lowest in {lowest}/{len(SOM_SEEDS)} seeds; its weight / the others' mean "
+          f"{np.mean(discounts):.3f} +- {np.std(discounts):.3f} (min {np.min(discounts):.3f}, max {np.max(discounts):.3f})")
+    assert sum(d < 1 for d in discounts) >= 9 and np.mean(discounts) < 1, discounts
+
+
+def test_count_sketch_plans_differ_between_same_size_layers_with_a_common_prefix() -> None:
+    sketch = CountSketch(16, seed=0)
+    update = np.ones(50)
+    assert not np.array_equal(sketch({"blocks.10.weight": update}), sketch({"blocks.11.weight": update}))
+    np.testing.assert_array_equal(sketch({"blocks.10.weight": update}), CountSketch(16, seed=0)({"blocks.10.weight": update}))
 
 
 class _Recording(InProcessBackend):
@@ -172,11 +199,32 @@ def test_team_reward_is_the_change_of_the_configured_metric() -> None:
     first = {"val_accuracy": 0.9, "val_balanced_accuracy": 0.50, "val_loss": 0.4}
     then = {"val_accuracy": 0.7, "val_balanced_accuracy": 0.62, "val_loss": 0.5}
     strategy.configure(1, cohort)
-    strategy.observe(1, first, {})  # nothing to compare with yet
+    strategy.observe(1, first)  # nothing to compare with yet
     strategy.configure(2, cohort)
-    strategy.observe(2, then, {})
+    strategy.observe(2, then)
     assert strategy.pending["reward"] == pytest.approx(0.12)  # balanced accuracy up, though accuracy fell
     assert strategy.global_loss == 0.5
+
+
+def test_level_reward_is_the_metric_itself_and_losses_are_negated() -> None:
+    config = load_config(None, ["strategy={name: fedmrl, reward_form: level}"])
+    strategy = FedMRL(config.strategy, total_rounds=3, max_cohort=2, seed=0)
+    assert strategy.reward(0.7, previous=0.9) == pytest.approx(0.7)
+    loss = FedMRL(load_config(None, ["strategy={name: fedmrl, reward: val_loss}"]).strategy, 3, 2, 0)
+    assert loss.reward(0.5, previous=0.4) == pytest.approx(-0.1)
+
+
+@pytest.mark.parametrize("rounds, fraction, decayed_at", [(15, 0.5, 8), (60, 0.5, 30), (60, 0.25, 15)])
+def test_epsilon_decays_over_a_fraction_of_the_run(rounds, fraction, decayed_at) -> None:
+    config = load_config(None, [f"strategy={{name: fedmrl, epsilon_decay_fraction: {fraction}}}"])
+    team = FedMRL(config.strategy, total_rounds=rounds, max_cohort=2, seed=0).team()
+    obs = np.zeros((2, 8), np.float32)
+    epsilons = []
+    for _ in range(rounds):
+        epsilons.append(team.epsilon())
+        team.act(obs)
+    assert epsilons[0] == 1.0 and epsilons[decayed_at - 1] > 0.05
+    assert epsilons[decayed_at] == pytest.approx(0.05) and epsilons[-1] == pytest.approx(0.05)
 
 
 def test_fairness_term_gradient_matches_finite_differences() -> None:
@@ -216,6 +264,8 @@ def test_fedmrl_run_logs_mu_and_som_weight_per_hospital(tmp_path: Path) -> None:
         assert len(weights) == 10 and sum(weights) == pytest.approx(1.0)
     rounds = pq.read_table(tmp_path / "run" / "rounds.parquet").to_pydict()
     assert np.isfinite(rounds["strategy_qmix_td_loss"][-1])  # the team learned from stored transitions
+    # counted when each round aggregates: round 2 is stored at round 3's configure, round 3 (terminal) after it
+    assert rounds["strategy_qmix_transitions"] == [0.0, 0.0, 1.0]
     assert all(0 <= v <= 1 for v in rounds["global_val_balanced_accuracy"])
 
 

@@ -39,8 +39,8 @@ class _Logged(FedAvg):
         self.calls.append(("aggregate", round_index))
         return super().aggregate(round_index, broadcast, aggregate)
 
-    def observe(self, round_index, global_metrics, hospital_metrics):
-        self.calls.append(("observe", round_index, dict(global_metrics), sorted(hospital_metrics)))
+    def observe(self, round_index, validation):
+        self.calls.append(("observe", round_index, dict(validation)))
 
 
 def _backend(task, strategy, workers: int = 1) -> InProcessBackend:
@@ -53,7 +53,9 @@ def test_a_round_configures_trains_aggregates_evaluates_and_observes_in_that_ord
     outcome = run_round(backend, task, 1, full_cohort(task, [1, 4]), scored=[0, 4])
     assert [call[:2] for call in strategy.calls] == [("configure", 1), ("aggregate", 1), ("observe", 1)]
     observed = strategy.calls[-1]
-    assert observed[2] == outcome.global_metrics and observed[3] == [0, 4]  # what was scored, nothing else
+    assert set(outcome.global_metrics) == {"accuracy"}  # logged
+    assert observed[2] == {}  # the toy task's one global metric is a test score: the strategy sees none
+    assert sorted(outcome.hospital_scores) == [0, 4]  # scored for the logs only
     assert [report.hospital for report in outcome.reports] == [1, 4]
     assert outcome.bytes_sent == 2 * sum(a.nbytes for a in task.initial_params(0).values())
     run_round(backend, task, 2, full_cohort(task, [2]), scored=None)
@@ -62,7 +64,7 @@ def test_a_round_configures_trains_aggregates_evaluates_and_observes_in_that_ord
 
 def test_an_error_anywhere_fails_the_round_with_its_message() -> None:
     class Failing(_Logged):
-        def observe(self, round_index, global_metrics, hospital_metrics):
+        def observe(self, round_index, validation):
             raise ValueError("strategy.reward: nothing to learn from")
 
     task = ToyTask(num_hospitals=3)

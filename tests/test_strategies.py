@@ -260,3 +260,42 @@ def test_scaffold_keeps_the_control_variate_of_a_hospital_without_steps() -> Non
     assert all(np.all(v == 0) for v in states[0].strategy.values())  # c_i unchanged (zero at first)
     others, *_ = one_round(task, Scaffold(local_lr=0.1, server_lr=1.0, num_hospitals=4), full_cohort(task, [1, 2, 3]))
     np.testing.assert_allclose(broadcast["w"], others["w"] * 3 / 4, atol=1e-6)  # its y_i - x is 0 in the 1/|S| mean
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_scaffold_control_variate_recovers_the_gradient_under_momentum(momentum) -> None:
+    lr, steps, gradient = 0.01, 37, np.array([2.0, -0.5])
+    w = torch.zeros(2, dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.SGD([w], lr=lr, momentum=momentum)
+    for _ in range(steps):  # a linear loss: the same gradient every step
+        optimizer.zero_grad()
+        (w * torch.from_numpy(gradient)).sum().backward()
+        optimizer.step()
+    strategy = Scaffold(local_lr=lr, server_lr=1.0, num_hospitals=1, momentum=momentum)
+    broadcast = strategy.initial_broadcast({"w": np.zeros(2)})
+    result = LocalResult({"w": w.detach().numpy()}, 10, steps, {})
+    new_c_i, _ = strategy.local_state(result, Instruction(0, 1.0, LocalPlan(1)), broadcast, None)
+    np.testing.assert_allclose(new_c_i["w"], gradient, rtol=1e-9)  # c_i+ is the gradient, not a_K/K times it
+    plain_estimate = -w.detach().numpy() / (steps * lr)
+    assert plain_estimate[0] / gradient[0] == pytest.approx(effective_steps(steps, momentum) / steps)  # 7.6 at 0.9
+
+
+def test_scaffold_takes_train_momentum_from_the_config() -> None:
+    config = load_config(None, ["strategy=scaffold", "train.momentum=0.9", "data.hospitals=3",
+                                "data.source={kind: synthetic, classes: 2, train_samples: 60, test_samples: 10}"])
+    assert config.strategy.build(config, build_task(config)).momentum == 0.9
+
+
+def test_fedbn_scores_a_never_trained_hospital_by_batch_statistics_like_the_global_test(image_task) -> None:
+    strategy = FedBN(image_task.normalization_keys())
+    sampled = np.array([0, 1])
+    cohort = Cohort(sampled, image_task.hospital_sizes()[sampled], np.ones(2, dtype=np.int64))
+    first, _, states, _ = one_round(image_task, strategy, cohort)
+    worker = WorkerCore(image_task, strategy, Pipeline([]), use_gpu=False, threads=1)
+    (never_trained,), _ = worker.evaluate(first, [2], [], None)
+    by_batch = image_task.evaluate_hospital(2, strategy.model_params(first), None, batch_statistics=True)
+    by_stored = image_task.evaluate_hospital(2, strategy.model_params(first), None)
+    assert never_trained == by_batch and by_batch["loss"] != by_stored["loss"]
+    (trained,), _ = worker.evaluate(first, [0], [], states[0])  # a hospital with its own BN uses it
+    assert trained == image_task.evaluate_hospital(0, strategy.model_params(first, states[0].strategy), None)
+    assert image_task.evaluate_hospital(2, strategy.model_params(first), None) == by_stored  # stored stats untouched

@@ -51,7 +51,7 @@ class ToyTask(Task):
         metrics = {"times_trained": float(times_trained)}
         return LocalResult({"w": w, "count": params["count"]}, int(self.sizes[hospital]), epochs, metrics, times_trained)
 
-    def evaluate_hospital(self, hospital: int, params: Params, state: Any) -> dict[str, float]:
+    def evaluate_hospital(self, hospital: int, params: Params, state: Any, batch_statistics: bool = False) -> dict[str, float]:
         distance = float(np.linalg.norm(params["w"] - self.targets[hospital]))
         return {"accuracy": 1.0 / (1.0 + distance), "times_trained": float(state or 0)}
 

@@ -5,10 +5,13 @@ from fedsim.data.errors import DataError
 from fedsim.data.isic import load_isic2018
 from fedsim.data.medmnist import load_medmnist
 from fedsim.data.messidor import load_messidor
+from fedsim.data.fedmrl_shards import partition_authors_shards
 from fedsim.data.partition import (
     home_hospitals,
     partition_dirichlet,
+    partition_dirichlet_equal,
     partition_iid,
+    partition_pathological,
     partition_quantity,
     partition_shards,
     partition_stats,
@@ -29,8 +32,11 @@ __all__ = [
     "load_medmnist",
     "load_messidor",
     "make_synthetic",
+    "partition_authors_shards",
     "partition_dirichlet",
+    "partition_dirichlet_equal",
     "partition_iid",
+    "partition_pathological",
     "partition_quantity",
     "partition_shards",
     "partition_stats",

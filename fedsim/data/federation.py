@@ -9,14 +9,17 @@ import numpy as np
 import pyarrow as pa
 
 from fedsim.config import (
+    AuthorsShardPartition,
     ConfigError,
     CustomSource,
     DataConfig,
+    DirichletEqualPartition,
     DirichletPartition,
     IIDPartition,
     ISIC2018Source,
     MedMNISTSource,
     MessidorSource,
+    PathologicalPartition,
     QuantityPartition,
     ShardPartition,
     SyntheticSource,
@@ -26,15 +29,19 @@ from fedsim.data.errors import DataError
 from fedsim.data.isic import load_isic2018
 from fedsim.data.medmnist import load_medmnist
 from fedsim.data.messidor import load_messidor
+from fedsim.data.fedmrl_shards import partition_authors_shards
 from fedsim.data.partition import (
     partition_dirichlet,
+    partition_dirichlet_equal,
     partition_iid,
+    partition_pathological,
     partition_quantity,
     partition_shards,
     partition_stats,
     split_local_test,
 )
 from fedsim.data.scanner import apply_scanner, draw_scanner_profiles
+from fedsim.data.splits import with_validation
 from fedsim.data.synthetic import balanced_labels, draw_images, make_synthetic
 from fedsim.seeding import Stream, seed_for
 
@@ -104,7 +111,14 @@ def _is_identity(profile: np.ndarray) -> bool:
 
 
 def load_dataset(config: DataConfig, seed: int, given: ImageDataset | None = None) -> ImageDataset:
-    """The configured source's splits; `given`: a user's own dataset (data.source.kind custom)."""
+    """The configured source's splits, with a validation split carved from training where the
+    source has none (`data.validation_fraction`, stratified, seeded); `given`: a user's own
+    dataset (data.source.kind custom)."""
+    dataset = _load_source(config, seed, given)
+    return with_validation(dataset, config.validation_fraction, seed_for(seed, Stream.DATASET, 4))
+
+
+def _load_source(config: DataConfig, seed: int, given: ImageDataset | None) -> ImageDataset:
     source = config.source
     if isinstance(source, CustomSource) or given is not None:
         if given is None:
@@ -141,8 +155,16 @@ def partition_labels(config: DataConfig, labels: np.ndarray, seed: int) -> list[
         return partition_iid(labels, hospitals, partition_seed)
     if isinstance(scheme, DirichletPartition):
         return partition_dirichlet(labels, hospitals, scheme.alpha, scheme.min_samples, partition_seed)
+    if isinstance(scheme, DirichletEqualPartition):
+        return partition_dirichlet_equal(labels, hospitals, scheme.alpha, partition_seed)
+    if isinstance(scheme, PathologicalPartition):
+        return partition_pathological(labels, hospitals, scheme.classes_per_hospital, scheme.assignment, partition_seed)
     if isinstance(scheme, ShardPartition):
         return partition_shards(labels, hospitals, scheme.eta, scheme.shards_per_class, partition_seed)
+    if isinstance(scheme, AuthorsShardPartition):
+        return partition_authors_shards(
+            labels, hospitals, scheme.eta, scheme.shards_per_class, scheme.samples_per_shard, partition_seed
+        )
     if isinstance(scheme, QuantityPartition):
         return partition_quantity(labels, hospitals, scheme.sigma, scheme.min_samples, partition_seed)
     raise ConfigError(f"data.partition.scheme: unsupported scheme {scheme!r}")

@@ -1,14 +1,18 @@
 """Split one dataset's sample indices across simulated hospitals.
 
 Every partitioner returns ``num_hospitals`` sorted int64 index arrays into ``labels`` that are
-pairwise disjoint and together cover every index exactly once, and depends only on ``seed``.
-Each scheme models one kind of real-world heterogeneity: label skew (Dirichlet, shards),
-quantity skew (log-normal sizes), or none (IID) as the control.
+pairwise disjoint and together cover every index exactly once (except where its docstring says
+otherwise: the pathological split leaves out classes no hospital holds), and depends only on
+``seed``. Each scheme models one kind of real-world heterogeneity: label skew (per-class
+Dirichlet, Hsu's equal-size Dirichlet, pathological k classes, shards), quantity skew
+(log-normal sizes), or none (IID) as the control. The FedMRL authors' own shard sampling, which
+copies samples (hospitals overlap), lives in fedsim.data.fedmrl_shards.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
@@ -30,8 +34,11 @@ def partition_dirichlet(
 ) -> list[np.ndarray]:
     """Label skew: each class is spread over hospitals with proportions drawn from Dir(alpha).
 
-    Small alpha concentrates a class on few hospitals; large alpha approaches IID. Whole draws
-    are repeated (up to a bounded number of tries) until every hospital has >= min_samples.
+    This is the per-class scheme of Yurochkin et al. 2019 (as flwr-datasets'
+    DirichletPartitioner): for each class c, p_c ~ Dir(alpha * 1_H) and class c's samples are cut
+    by p_c, so hospital sizes vary too. Small alpha concentrates a class on few hospitals; large
+    alpha approaches IID. Whole draws are repeated (up to a bounded number of tries) until every
+    hospital has >= min_samples. For equal hospital sizes see `partition_dirichlet_equal`.
     """
     labels = _check_labels(labels, num_hospitals)
     if not alpha > 0:
@@ -56,6 +63,94 @@ def partition_dirichlet(
     )
 
 
+def partition_dirichlet_equal(labels: np.ndarray, num_hospitals: int, alpha: float, seed: int) -> list[np.ndarray]:
+    """Label skew at equal sizes (Hsu et al. 2019, "Measuring the effects of non-identical data
+    distribution"): hospital h's class proportions are q_h ~ Dir(alpha * p), p the dataset's
+    class shares, and every hospital holds N/H samples (sizes differ by at most one).
+
+    Hospitals are filled one after another in a seeded random order, drawing their N/H samples
+    without replacement: counts ~ Multinomial(still needed, q_h over the classes not yet used up,
+    renormalised), capped by what is left of each class, until the hospital is full. So the last
+    hospitals filled follow q_h less closely when a class runs out (Hsu et al. do not say what to
+    do then); the split is an exact cover by construction.
+    """
+    labels = _check_labels(labels, num_hospitals)
+    if not alpha > 0:
+        raise DataError(f"alpha: expected > 0, got {alpha}")
+    rng = np.random.default_rng(seed)
+    classes = np.unique(labels)
+    pools = [list(rng.permutation(np.flatnonzero(labels == c))) for c in classes]
+    remaining = np.array([len(pool) for pool in pools], dtype=np.int64)
+    prior = remaining / remaining.sum()
+    sizes = [len(chunk) for chunk in np.array_split(np.arange(len(labels)), num_hospitals)]
+    parts: list[np.ndarray] = [np.zeros(0, dtype=np.int64)] * num_hospitals
+    for hospital in rng.permutation(num_hospitals):
+        shares = rng.dirichlet(alpha * prior)
+        need, chunks = sizes[hospital], []
+        while need > 0:
+            weights = np.where(remaining > 0, shares, 0.0)
+            weights = weights if weights.sum() > 0 else remaining.astype(np.float64)
+            counts = np.minimum(rng.multinomial(need, weights / weights.sum()), remaining)
+            for c, count in enumerate(counts):
+                chunks.append(np.array(pools[c][:count], dtype=np.int64))
+                del pools[c][:count]
+            remaining -= counts
+            need -= int(counts.sum())
+        parts[hospital] = np.concatenate(chunks)
+    return _sorted_parts(parts)
+
+
+PathologicalAssignment = Literal["random", "deterministic", "first-deterministic"]
+
+
+def partition_pathological(
+    labels: np.ndarray, num_hospitals: int, classes_per_hospital: int, assignment: PathologicalAssignment, seed: int
+) -> list[np.ndarray]:
+    """Pathological label skew: each hospital holds exactly `classes_per_hospital` classes (as
+    flwr-datasets' PathologicalPartitioner, McMahan et al. 2017's 2-class split for k = 2).
+
+    Which classes (C classes, hospital h, k per hospital):
+    - "first-deterministic" (default): class h mod C, then k - 1 others drawn at random;
+    - "deterministic": classes h, h+1, ..., h+k-1 (mod C);
+    - "random": k classes drawn at random.
+    Each class's samples are then shuffled and cut into near-equal parts (``np.array_split``), one
+    per hospital holding it. Samples of a class no hospital holds are left out (possible with
+    "random", or H * k < C), as flwr-datasets does; a hospital left empty raises DataError.
+    """
+    labels = _check_labels(labels, num_hospitals)
+    classes = np.unique(labels)
+    if not 1 <= classes_per_hospital <= len(classes):
+        raise DataError(f"classes_per_hospital: expected 1..{len(classes)} (the classes present), got {classes_per_hospital}")
+    rng = np.random.default_rng(seed)
+    num_classes = len(classes)
+    held: list[np.ndarray] = []
+    for hospital in range(num_hospitals):
+        if assignment == "deterministic":
+            chosen = (hospital + np.arange(classes_per_hospital)) % num_classes
+        elif assignment == "first-deterministic":
+            first = hospital % num_classes
+            others = rng.choice(np.delete(np.arange(num_classes), first), classes_per_hospital - 1, replace=False)
+            chosen = np.concatenate([[first], others])
+        elif assignment == "random":
+            chosen = rng.choice(num_classes, classes_per_hospital, replace=False)
+        else:
+            raise DataError(f"assignment: expected random, deterministic or first-deterministic, got {assignment!r}")
+        held.append(np.sort(chosen))
+    buckets: list[list[np.ndarray]] = [[] for _ in range(num_hospitals)]
+    for c, label in enumerate(classes):
+        holders = [h for h in range(num_hospitals) if c in held[h]]
+        members = rng.permutation(np.flatnonzero(labels == label))
+        for hospital, chunk in zip(holders, np.array_split(members, max(1, len(holders)))):
+            buckets[hospital].append(chunk)
+    empty = [hospital for hospital, chunks in enumerate(buckets) if not sum(len(chunk) for chunk in chunks)]
+    if empty:
+        raise DataError(
+            f"partition_pathological: hospitals {empty} received no sample (more hospitals share a class "
+            f"than it has samples); raise classes_per_hospital (now {classes_per_hospital}) or lower num_hospitals"
+        )
+    return _sorted_parts([np.concatenate(chunks) for chunks in buckets])
+
+
 def home_hospitals(label: int, num_classes: int, num_hospitals: int) -> np.ndarray:
     """Hospitals that are "home" of a class in partition_shards: h == label (mod min(H, C))."""
     period = min(num_classes, num_hospitals)
@@ -78,6 +173,11 @@ def partition_shards(
       random), otherwise to a hospital drawn uniformly from the class's non-home hospitals.
     eta=1 gives each hospital only its home classes; eta=0 sends no shard home. All randomness
     comes from ``seed``. A hospital left without any sample raises DataError.
+
+    This is fedsim's reading of the paper's description; it is not what the authors' code does
+    (there every hospital draws shards of every class, and eta only decides how a shard is
+    sampled): that variant is `fedsim.data.fedmrl_shards.partition_authors_shards`
+    (``scheme: authors_shards``).
     """
     labels = _check_labels(labels, num_hospitals)
     if not 0 <= eta <= 1:

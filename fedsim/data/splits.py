@@ -1,10 +1,13 @@
-"""Seeded stratified hold-out splits for datasets that ship without an official test set."""
+"""Seeded stratified hold-out splits for datasets that ship without an official test or
+validation set."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
-from fedsim.data.arrays import ImageSet
+from fedsim.data.arrays import ImageDataset, ImageSet
 from fedsim.data.errors import DataError
 
 
@@ -28,3 +31,14 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
 def take(images: np.ndarray, labels: np.ndarray, indices: np.ndarray) -> ImageSet:
     """The ImageSet of the given rows."""
     return ImageSet(images=images[indices], labels=labels[indices])
+
+
+def with_validation(dataset: ImageDataset, fraction: float, seed: int) -> ImageDataset:
+    """`dataset` with a validation split: its own where it ships one, otherwise a seeded,
+    stratified `fraction` of the training split (taken out of training), so a learning strategy's
+    feedback never has to come from the test split."""
+    if dataset.val is not None:
+        return dataset
+    train = dataset.train
+    keep, held_out = stratified_split(train.labels, fraction, seed)
+    return replace(dataset, train=take(train.images, train.labels, keep), val=take(train.images, train.labels, held_out))

@@ -72,7 +72,8 @@ class Backend(ABC):
         """The current broadcast scored on each hospital's own test split, and every global unit's outputs."""
 
     @abstractmethod
-    def observe(self, round_index: int, global_metrics: dict[str, float], hospital_metrics: dict[int, dict[str, float]]) -> None: ...
+    def observe(self, round_index: int, validation: dict[str, float]) -> None:
+        """Give the strategy the round's validation metrics (`validation_metrics`; never test scores)."""
 
     @abstractmethod
     def broadcast_bytes(self) -> int:

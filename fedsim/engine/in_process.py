@@ -86,8 +86,8 @@ class InProcessBackend(Backend):
             outputs.update(zip(units, unit_outputs))
         return per_hospital, [outputs[unit] for unit in range(num_units)]
 
-    def observe(self, round_index: int, global_metrics: dict[str, float], hospital_metrics: dict[int, dict[str, float]]) -> None:
-        self.server.observe(round_index, global_metrics, hospital_metrics)
+    def observe(self, round_index: int, validation: dict[str, float]) -> None:
+        self.server.observe(round_index, validation)
 
     def snapshot(self, round_index: int) -> Checkpoint:
         return Checkpoint(round_index, copy.deepcopy(self.server.get_state()), copy.deepcopy(self.states))

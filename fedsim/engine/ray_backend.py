@@ -95,8 +95,8 @@ class RayBackend(Backend):
     def evaluate(self, hospitals: list[int], num_units: int) -> tuple[dict[int, dict[str, float]], list[Any]]:
         return self.pool.evaluate(self.broadcast_ref, hospitals, num_units)
 
-    def observe(self, round_index: int, global_metrics: dict[str, float], hospital_metrics: dict[int, dict[str, float]]) -> None:
-        self._server_call(lambda: ray.get(self.server.observe.remote(round_index, global_metrics, hospital_metrics)))
+    def observe(self, round_index: int, validation: dict[str, float]) -> None:
+        self._server_call(lambda: ray.get(self.server.observe.remote(round_index, validation)))
 
     def snapshot(self, round_index: int) -> Checkpoint:
         server = self._server_call(lambda: ray.get(self.server.get_state.remote()))

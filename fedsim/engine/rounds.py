@@ -6,13 +6,18 @@
 `RoundSchedule` answers the config's questions about a round (who is sampled, how many local
 epochs each runs, who is scored); `run_round` drives one round on any Backend. The driver
 (fedsim.simulation), FedMRL's MultiAgentEnv and the tests all run rounds through here.
+
+No test-set information reaches a strategy: `observe` gets the global evaluation's validation
+metrics only (`validation_metrics`), and the reports a strategy weighs and aggregates with carry
+none of the scores a hospital measured on its own test split (`Task.test_report_metrics`). The
+full reports and test scores still go to the logs (`RoundOutcome`).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -96,6 +101,17 @@ def local_epochs(train: Any, all_sizes: np.ndarray, hospitals: np.ndarray, run_s
     )
 
 
+def validation_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
+    """The val_* entries of a global evaluation: all of it a learning strategy may see."""
+    return {name: value for name, value in metrics.items() if name.startswith("val_")}
+
+
+def without_test_scores(reports: list[ClientReport], task: Task) -> list[ClientReport]:
+    """The reports as a strategy may see them: without scores on the hospitals' own test splits."""
+    hidden = task.test_report_metrics
+    return [replace(r, metrics={k: v for k, v in r.metrics.items() if k not in hidden}) for r in reports]
+
+
 def run_round(backend: Backend, task: Task, round_index: int, cohort: Cohort, scored: list[int] | None,
               systems: SystemsRound | None = None) -> RoundOutcome:
     """One round on `backend`: train `cohort`, aggregate, and (unless `scored` is None) evaluate
@@ -119,14 +135,15 @@ def run_round(backend: Backend, task: Task, round_index: int, cohort: Cohort, sc
         backend.withdraw([report.hospital for report in reports if report.hospital not in arrived])
         if backend.holds_contributions:
             partials = backend.weighted_sums({hospital: 1.0 for hospital in arrived})
+    seen = without_test_scores(reports, task)
     if backend.weighs_after_training:
-        partials = backend.weighted_sums(backend.weigh(round_index, instructions, reports, partials))
-    round_metrics, hospital_metrics = backend.aggregate(round_index, instructions, reports, partials)
+        partials = backend.weighted_sums(backend.weigh(round_index, instructions, seen, partials))
+    round_metrics, hospital_metrics = backend.aggregate(round_index, instructions, seen, partials)
     reports = [replace(r, metrics={**r.metrics, **hospital_metrics.get(r.hospital, {})}) for r in reports]
     hospital_scores: dict[int, dict[str, float]] = {}
     global_metrics: dict[str, float] = {}
     if scored is not None:
         hospital_scores, outputs = backend.evaluate(scored, task.global_eval_units())
         global_metrics = task.global_metrics(outputs)
-        backend.observe(round_index, global_metrics, hospital_scores)
+        backend.observe(round_index, validation_metrics(global_metrics))
     return RoundOutcome(round_index, instructions, reports, round_metrics, hospital_scores, global_metrics, bytes_sent, timeline)

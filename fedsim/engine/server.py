@@ -31,8 +31,8 @@ class ServerCore:
         settings = self.pipeline.settings()
         return [replace(instruction, stage_settings=settings) for instruction in self.strategy.configure(round_index, cohort)]
 
-    def observe(self, round_index: int, global_metrics: dict[str, float], hospital_metrics: dict[int, dict[str, float]]) -> None:
-        self.strategy.observe(round_index, global_metrics, hospital_metrics)
+    def observe(self, round_index: int, validation: dict[str, float]) -> None:
+        self.strategy.observe(round_index, validation)
 
     def weigh(
         self, round_index: int, instructions: list[Instruction], reports: list[ClientReport], *summaries: Summaries

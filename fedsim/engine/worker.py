@@ -189,15 +189,20 @@ class WorkerCore:
     def evaluate(
         self, broadcast: Params, hospitals: Sequence[int], units: Sequence[int], *states: HospitalState | None
     ) -> tuple[list[dict[str, float]], list[Any]]:
-        """Score hospitals' own models on their test splits, and the global model on test units."""
+        """Score hospitals' own models on their test splits, and the global model on test units.
+
+        Where normalisation layers never leave the hospitals (FedBN), the global model and a
+        hospital that has never trained (no local BN yet) are scored by the same rule: each test
+        batch normalised with its own statistics, not with never-trained global ones."""
         strategy = self.strategy
+        batch_statistics = strategy.global_eval_batch_statistics
         per_hospital = []
         for hospital, state in zip(hospitals, states):
             state = state or HospitalState()
             params = strategy.model_params(broadcast, state.strategy)
-            per_hospital.append(self.task.evaluate_hospital(hospital, params, state.task))
+            untrained = batch_statistics and state.strategy is None
+            per_hospital.append(self.task.evaluate_hospital(hospital, params, state.task, batch_statistics=untrained))
         global_params = strategy.model_params(broadcast)
-        batch_statistics = strategy.global_eval_batch_statistics
         outputs = [self.task.evaluate_unit(unit, global_params, batch_statistics) for unit in units]
         return per_hospital, outputs
 

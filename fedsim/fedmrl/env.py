@@ -2,7 +2,7 @@
 
 Agents are the round's sampled hospitals ("hospital_<id>", a different subset each round), each
 choosing an index into FedMRL's mu grid from its FedMRL observation; every acting agent gets the
-team reward, the change of the global validation metric the round caused (the initial model is
+team reward, FedMRL's (the change, or level, of the global validation metric the round caused) (the initial model is
 evaluated at reset, so round 1 has a reward too). `infos[agent]["state"]` carries the mixer's
 global state. Each step runs the engine's own round protocol (fedsim.engine.rounds) on the
 in-process backend (no Ray actors), so any multi-agent learner trains on the real federated dynamics.
@@ -19,7 +19,7 @@ from ray.rllib.env.multi_agent_env import MultiAgentEnv
 
 from fedsim.config import Config, load_config
 from fedsim.engine.in_process import InProcessBackend
-from fedsim.engine.rounds import RoundSchedule, run_round
+from fedsim.engine.rounds import RoundSchedule, run_round, validation_metrics
 from fedsim.pipeline.base import build_pipeline
 from fedsim.protocol import Cohort, Instruction
 from fedsim.seeding import Stream, seed_for
@@ -63,7 +63,7 @@ class FederatedRoundsEnv(MultiAgentEnv):
     def _initial_metric(self) -> float:
         """The initial model's validation metric, so round 1 earns a reward too."""
         _, outputs = self.backend.evaluate([], self.task.global_eval_units())
-        self.backend.observe(0, self.task.global_metrics(outputs), {})
+        self.backend.observe(0, validation_metrics(self.task.global_metrics(outputs)))
         return float(self.strategy.last_metric)  # type: ignore[arg-type]
 
     def _observe(self) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Any]]]:
@@ -89,8 +89,7 @@ class FederatedRoundsEnv(MultiAgentEnv):
         self.strategy.chosen = {h: float(self.grid[action_dict[agent_id(int(h))]]) for h in self.cohort.hospitals}
         run_round(self.backend, self.task, self.round, self.cohort, scored=[])
         previous, self.metric = self.metric, float(self.strategy.last_metric)  # type: ignore[arg-type]
-        sign = -1.0 if self.config.strategy.reward.endswith("loss") else 1.0  # type: ignore[union-attr]
-        reward = sign * (self.metric - previous)
+        reward = self.strategy.reward(self.metric, previous)
         acted = list(self.agents)
         done = self.round == self.config.rounds
         self.round += 1

@@ -22,6 +22,7 @@ lands alone far away (a label-flipped or broken site) is discounted.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, Mapping
 
 import numpy as np
@@ -38,9 +39,12 @@ class CountSketch:
         self._plans: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
 
     def _plan(self, name: str, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """Buckets and signs of one parameter, keyed by its full name (a digest of all of it, so
+        same-size layers with a common prefix, such as blocks.10.w and blocks.11.w, differ)."""
         key = (name, size)
         if key not in self._plans:
-            key_seed = seed_for(self.seed, Stream.SKETCH, int.from_bytes(name.encode()[:8].ljust(8, b"\0"), "little"), size)
+            name_key = int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "little")
+            key_seed = seed_for(self.seed, Stream.SKETCH, name_key, size)
             rng = np.random.default_rng(key_seed)
             self._plans[key] = (rng.integers(0, self.k, size, dtype=np.int32), rng.choice(np.array([-1.0, 1.0]), size))
         return self._plans[key]

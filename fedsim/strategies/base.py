@@ -113,9 +113,10 @@ class Strategy(ABC):
         logged beside each hospital's row in clients.parquet."""
         return {}
 
-    def observe(self, round_index: int, global_metrics: dict[str, float], hospital_metrics: dict[int, dict[str, float]]) -> None:
-        """The evaluation of the round's new model (a learning strategy's feedback); after
-        aggregate, before the next configure."""
+    def observe(self, round_index: int, validation: dict[str, float]) -> None:
+        """The round's new model on the validation split (val_* global metrics; a learning
+        strategy's feedback); after aggregate, before the next configure. The engine never passes
+        test-set metrics here (fedsim.engine.rounds)."""
 
     def get_state(self) -> Any:
         """Everything the server side has learned (FedAdam's moments, SCAFFOLD's nothing beyond

@@ -3,7 +3,12 @@
 1. A QMIX team (fedsim.fedmrl.qmix, on RLlib's new API stack) picks each sampled hospital's
    FedProx coefficient mu from a grid every round. An agent's observation is its own statistics
    from its last round (`OBSERVATION`); the mixer's global state is fixed-size whatever the cohort
-   (`STATE`); the team reward is the change of a global validation metric after aggregation.
+   (`STATE`); the team reward is the change of a global validation metric after aggregation
+   (`reward_form: level` rewards the metric itself, as the authors' code does). Exploration is
+   epsilon-greedy, epsilon falling linearly from 1 to 0.05 over the first `epsilon_decay_fraction`
+   of the run's rounds; rounds.parquet's strategy_qmix_transitions counts the joint transitions
+   QMIX had learned from when the round aggregated (the run's last, terminal transition is
+   stored after it: a run of R rounds learns from R - 1).
 2. Local training adds the fairness term lambda * (L_h - L_global)^2 (see
    fedsim.tasks.classification.fairness_term) with the global loss of the last evaluation.
 3. The server aggregates w <- w + sum_h a_h (w_h - w) with SOM weights a_h (fedsim.fedmrl.som),
@@ -14,9 +19,15 @@
 Where the authors' public code differs and we follow the paper instead: their code applies mu as
 a post-training interpolation (we use the proximal term in the local objective), has no monotonic
 mixing network (ours is QMIX's, with non-negative hypernetwork weights), and computes SOM weights
-but never uses them (ours weight the aggregate and are logged per hospital).
+but never uses them (ours weight the aggregate and are logged per hospital). Their reward is the
+level of global accuracy (a switch here: `reward_form: level`).
 
-Transitions: round t's (observations, actions, state) get reward metric_t - metric_{t-1} once
+The strategy sees no test-set information: the reward and the fairness term's global loss come
+from the validation split (`observe` gets val_* metrics only), and an agent's accuracy feature is
+its training accuracy (the engine withholds hospitals' scores on their own test splits).
+
+Transitions: round t's (observations, actions, state) get reward metric_t - metric_{t-1} (or
+metric_t with `reward_form: level`) once
 round t is evaluated, and become a joint transition when round t+1's cohort is observed (another
 subset of hospitals; the mixer takes any set). Round 1 has no previous metric and is not stored;
 the last round is stored as terminal.
@@ -51,12 +62,13 @@ class FedMRLConfig(StrategyConfig):
     som: bool = True
     som_grid: int = Field(4, ge=2)
     sketch_dim: int = Field(64, ge=4)
-    reward: Literal["val_accuracy", "val_balanced_accuracy", "val_loss", "accuracy", "balanced_accuracy", "loss"] = "val_accuracy"
+    reward: Literal["val_accuracy", "val_balanced_accuracy", "val_loss"] = "val_accuracy"
+    reward_form: Literal["change", "level"] = "change"
     qmix_lr: float = Field(5e-3, gt=0)
     qmix_gamma: float = Field(0.9, ge=0, le=1)
     qmix_batch_size: int = Field(32, ge=1)
     qmix_updates_per_round: int = Field(4, ge=1)
-    epsilon_decay_rounds: int = Field(20, ge=1)
+    epsilon_decay_fraction: float = Field(0.5, gt=0, le=1, description="share of the run's rounds over which epsilon decays")
 
     @field_validator("mu_grid", mode="before")
     @classmethod
@@ -70,7 +82,7 @@ class FedMRLConfig(StrategyConfig):
         return FedMRL(self, config.rounds, config.clients_per_round(), config.seed)
 
     def requirements(self) -> Mapping[str, str]:
-        needs = {VALIDATION_METRICS: f"its team reward is the change of {self.reward}"}
+        needs = {VALIDATION_METRICS: f"its team reward is the {self.reward_form} of {self.reward}"}
         if (max(self.mu_grid) if self.qmix else self.fixed_mu) > 0:
             needs[PROXIMAL] = "QMIX chooses each hospital's proximal coefficient"
         if self.fairness_lambda > 0:
@@ -119,7 +131,8 @@ class FedMRL(Strategy):
             self._team = QMIXTeam(QMIXSettings(
                 num_actions=len(spec.mu_grid), obs_dim=len(OBSERVATION), state_dim=len(STATE),
                 max_agents=self.max_cohort, lr=spec.qmix_lr, gamma=spec.qmix_gamma, batch_size=spec.qmix_batch_size,
-                updates_per_step=spec.qmix_updates_per_round, epsilon_decay_steps=spec.epsilon_decay_rounds,
+                updates_per_step=spec.qmix_updates_per_round,
+                epsilon_decay_steps=max(1, round(spec.epsilon_decay_fraction * self.total_rounds)),
                 seed=seed_for(self.seed, Stream.FEDMRL),
             ))
         return self._team
@@ -165,20 +178,24 @@ class FedMRL(Strategy):
         self.td_loss = self.team().record(transition)
         self.pending = None
 
-    def observe(self, round_index: int, global_metrics: dict[str, float], hospital_metrics: dict[int, dict[str, float]]) -> None:
+    def observe(self, round_index: int, validation: dict[str, float]) -> None:
         metric = self.spec.reward
-        value = float(global_metrics.get(metric, float("nan")))
+        value = float(validation.get(metric, float("nan")))
         if not np.isfinite(value):
-            raise ValueError(f"strategy.reward: {metric} is not available for this data (no validation split?); "
-                             "choose reward: accuracy")
-        sign = -1.0 if metric.endswith("loss") else 1.0
+            raise ValueError(f"strategy.reward: {metric} is not a finite validation metric of this round (got {value})")
         if self.pending is not None and self.last_metric is not None:
-            self.pending["reward"] = sign * (value - self.last_metric)
+            self.pending["reward"] = self.reward(value, self.last_metric)
             if round_index == self.total_rounds:
                 obs_dim = len(OBSERVATION)
                 self._store(np.zeros((0, obs_dim), np.float32), np.zeros(len(STATE), np.float32), done=True)
         self.last_metric = value
-        self.global_loss = float(global_metrics.get("val_loss" if metric.startswith("val") else "loss", float("nan")))
+        self.global_loss = float(validation.get("val_loss", float("nan")))
+
+    def reward(self, value: float, previous: float) -> float:
+        """The team reward for a round that moved the metric from `previous` to `value` (losses
+        negated, so higher is always better)."""
+        sign = -1.0 if self.spec.reward.endswith("loss") else 1.0
+        return sign * (value - previous if self.spec.reward_form == "change" else value)
 
     # ----- hospital side (workers) ----------------------------------------------------------------
     def contribution(self, result: LocalResult, instruction: Instruction, broadcast: Params) -> dict[str, np.ndarray]:
@@ -216,7 +233,8 @@ class FedMRL(Strategy):
         metrics = {"mean_mu": float(np.mean([i.plan.mu for i in aggregate.instructions])),
                    "qmix_som_seconds": self.overhead_seconds,
                    "qmix_td_loss": self.td_loss,
-                   "qmix_epsilon": self.team().epsilon() if self.spec.qmix else 0.0}
+                   "qmix_epsilon": self.team().epsilon() if self.spec.qmix else 0.0,
+                   "qmix_transitions": float(len(self.team().buffer)) if self.spec.qmix else 0.0}
         return updated, metrics
 
     def _remember(self, instructions: list[Instruction], reports: list[ClientReport], weights: np.ndarray,
@@ -230,7 +248,7 @@ class FedMRL(Strategy):
             mu_level = grid.index(mu) / max(1, len(grid) - 1) if mu in grid else 0.0
             self.hospital_stats[instruction.hospital] = {
                 "label_entropy": float(report.metrics.get("label_entropy", 0.0)), "loss": loss,
-                "accuracy": float(report.metrics.get("local_accuracy", 0.0)), "loss_gap": gap,
+                "accuracy": float(report.metrics.get("train_accuracy", 0.0)), "loss_gap": gap,
                 "update_cosine": float(cosine), "mu": mu_level, "seen": 1.0,
             }
             self._last_hospital_metrics[instruction.hospital] = {"som_weight": float(weight), "som_density": float(density)}

@@ -3,9 +3,17 @@
 The server broadcasts the model x and its control variate c; hospital i keeps c_i (zero at
 first). Local steps use the corrected gradient  y <- y - lr * (g(y) - c_i + c), then
 
-    c_i+ = c_i - c + (x - y_i) / (K * lr)                        (option II, K local steps)
+    c_i+ = c_i - c + (x - y_i) / (a_K * lr)                      (option II, K local steps)
     x   <- x + lr_g * (1/|S|) sum_i (y_i - x)
-    c   <- c + (|S| / N) * (1/|S|) sum_i (c_i+ - c_i),  where c_i+ - c_i = (x - y_i)/(K lr) - c
+    c   <- c + (|S| / N) * (1/|S|) sum_i (c_i+ - c_i),  where c_i+ - c_i = (x - y_i)/(a_K lr) - c
+
+The paper's option II divides by K lr, which assumes plain SGD. With heavy-ball momentum rho
+(train.momentum), K steps on a constant gradient g move the model by lr * a_K * g with FedNova's
+a_K = [K - rho (1 - rho^K) / (1 - rho)] / (1 - rho) (fedsim.strategies.fednova.effective_steps),
+so dividing by a_K lr keeps c_i+ the hospital's gradient estimate; dividing by K lr would inflate
+it by a_K / K (7.6x for 37 steps at 0.9). a_K = K without momentum, the paper's formula. Tasks
+whose local optimiser is not SGD at train.lr (the DQN's Adam) are refused by config validation
+(the PLAIN_SGD capability).
 
 Hospitals are weighted uniformly (1/|S|) as in the paper's algorithm. BatchNorm running
 statistics are not gradient-trained: they are averaged directly. A hospital that took no local
@@ -23,6 +31,7 @@ from pydantic import Field
 from fedsim.params import Params, is_statistic, is_trained
 from fedsim.protocol import GRADIENT_CORRECTION, PLAIN_SGD, Aggregate, Cohort, Instruction, LocalPlan, LocalResult
 from fedsim.strategies.base import Strategy, StrategyConfig, weighted_instructions
+from fedsim.strategies.fednova import effective_steps
 
 _C = "scaffold.c:"
 _DY = "scaffold.dy:"
@@ -34,21 +43,22 @@ class ScaffoldConfig(StrategyConfig):
     server_lr: float = Field(1.0, gt=0)
 
     def build(self, config, task) -> "Scaffold":
-        return Scaffold(config.train.lr, self.server_lr, task.num_hospitals)
+        return Scaffold(config.train.lr, self.server_lr, task.num_hospitals, config.train.momentum)
 
     def requirements(self) -> Mapping[str, str]:
         return {GRADIENT_CORRECTION: "it corrects every local gradient by c - c_i",
-                PLAIN_SGD: "option-II control variates divide the local update by K * train.lr"}
+                PLAIN_SGD: "option-II control variates divide the local update by a_K * train.lr (SGD steps)"}
 
 
 class Scaffold(Strategy):
     name = "scaffold"
     keeps_hospital_state = True
 
-    def __init__(self, local_lr: float, server_lr: float, num_hospitals: int) -> None:
+    def __init__(self, local_lr: float, server_lr: float, num_hospitals: int, momentum: float = 0.0) -> None:
         self.local_lr = local_lr
         self.server_lr = server_lr
         self.num_hospitals = num_hospitals
+        self.momentum = momentum
 
     def initial_broadcast(self, params: Params) -> Params:
         controls = {_C + name: np.zeros_like(array) for name, array in params.items() if is_trained(name, array)}
@@ -70,11 +80,12 @@ class Scaffold(Strategy):
         return replace(instruction.plan, gradient_correction=correction)
 
     def _control_step(self, result: LocalResult, broadcast: Params, name: str) -> np.ndarray:
-        """(x - y_i) / (K lr): option II's estimate of the hospital's gradient."""
-        return (broadcast[name].astype(np.float64) - result.params[name]) / (result.steps * self.local_lr)
+        """(x - y_i) / (a_K lr): option II's estimate of the hospital's gradient."""
+        moved = broadcast[name].astype(np.float64) - result.params[name]
+        return moved / (effective_steps(result.steps, self.momentum) * self.local_lr)
 
     def _control_change(self, result: LocalResult, broadcast: Params, name: str) -> np.ndarray:
-        """c_i+ - c_i = (x - y_i) / (K lr) - c; zero for a hospital that took no step."""
+        """c_i+ - c_i = (x - y_i) / (a_K lr) - c; zero for a hospital that took no step."""
         if result.steps == 0:
             return np.zeros(broadcast[name].shape, dtype=np.float64)
         return self._control_step(result, broadcast, name) - broadcast[_C + name]

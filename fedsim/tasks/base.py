@@ -41,6 +41,8 @@ class Task(ABC):
     hospital_metric: ClassVar[str]
     #: Direction of hospital_metric, so "worst 10%" means the right tail.
     higher_is_better: ClassVar[bool] = True
+    #: train() metrics measured on the hospital's own test split: logged, never shown to a strategy.
+    test_report_metrics: ClassVar[frozenset[str]] = frozenset()
 
     @property
     @abstractmethod
@@ -92,8 +94,9 @@ class Task(ABC):
         raise NotImplementedError(f"{type(self).__name__} trains one hospital at a time")
 
     @abstractmethod
-    def evaluate_hospital(self, hospital: int, params: Params, state: Any) -> dict[str, float]:
-        """Metrics of `params` on the hospital's own held-out split (including `hospital_metric`)."""
+    def evaluate_hospital(self, hospital: int, params: Params, state: Any, batch_statistics: bool = False) -> dict[str, float]:
+        """Metrics of `params` on the hospital's own held-out split (including `hospital_metric`);
+        `batch_statistics` as in `evaluate_unit` (FedBN's hospitals that never trained)."""
 
     @abstractmethod
     def global_eval_units(self) -> int:

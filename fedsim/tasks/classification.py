@@ -32,8 +32,10 @@ class ClassificationTask(WorkerLocalTorch, Task):
     Honours every LocalPlan term: `mu` (FedProx's proximal term), `gradient_correction`
     (SCAFFOLD) and `fairness_lambda` with `global_loss` (FedMRL's fairness term, see
     `fairness_term`). The locally trained model is also scored on the hospital's own test split
-    ("local_accuracy" in clients.parquet). Global evaluation covers the dataset's test split and,
-    where it has one, its validation split (val_* metrics: what a learning strategy may use).
+    ("local_accuracy" in clients.parquet: a test score, so no strategy sees it; "train_accuracy",
+    on the batches as they were trained, is what a strategy may use). Global evaluation covers the
+    dataset's test split and its validation split (val_* metrics: what a learning strategy may
+    use; carved from training where the dataset ships none, see fedsim.data.splits).
     With `dp_sgd` set, every local step is DP-SGD through Opacus (fedsim.privacy.dp_sgd).
     With `vectorized_hospitals` > 0, a worker trains up to that many hospitals at once as one
     vmapped model (`train_group`, fedsim.tasks.vectorized).
@@ -46,6 +48,7 @@ class ClassificationTask(WorkerLocalTorch, Task):
     )
     headline_metric = "accuracy"
     hospital_metric = "accuracy"
+    test_report_metrics = frozenset({"local_accuracy"})
 
     def __init__(
         self, federation: Federation, model_factory: ModelFactory, train: TrainConfig, eval_batch_size: int,
@@ -144,14 +147,15 @@ class ClassificationTask(WorkerLocalTorch, Task):
             private = self.dp_sgd.attach(model, optimizer, count, config.batch_size, seed) if self.dp_sgd else None
             optimizer = private.optimizer if private else optimizer
             generator = torch.Generator().manual_seed(seed)
-            loss_sum, steps, seen = 0.0, 0, 0
+            loss_sum, steps, seen, correct = 0.0, 0, 0, 0
             budget = plan.max_steps if plan.max_steps is not None else math.inf
             for _ in range(epochs):
                 for batch in private.batches() if private else shuffled_batches(count, config.batch_size, generator):
                     if steps >= budget:
                         break
                     batch = batch.to(self._device)
-                    loss = F.cross_entropy(model(images[batch]), labels[batch])
+                    logits = model(images[batch])
+                    loss = F.cross_entropy(logits, labels[batch])
                     objective = loss + proximal_term(trained, anchor, mu) if mu > 0 else loss
                     if fairness > 0:
                         objective = objective + fairness_term(loss, global_loss, fairness)
@@ -159,9 +163,11 @@ class ClassificationTask(WorkerLocalTorch, Task):
                     objective.backward()
                     if correction:
                         for name, parameter in trained.items():
-                            parameter.grad.add_(correction[name])
+                            if parameter.grad is not None:  # (a frozen backbone has none)
+                                parameter.grad.add_(correction[name])
                     optimizer.step()
                     loss_sum += float(loss.detach()) * len(batch)
+                    correct += int((logits.detach().argmax(dim=1) == labels[batch]).sum())
                     seen += len(batch)
                     steps += 1
             if private:
@@ -171,7 +177,7 @@ class ClassificationTask(WorkerLocalTorch, Task):
         trained_params = params_of(model)
         if plan.subnetwork is not None:  # weight decay and BN statistics moved dropped entries: they go back
             trained_params = plan.subnetwork.keep_held(trained_params, params)
-        metrics = self._local_metrics(labels, loss_sum, seen, test_labels, test_probabilities)
+        metrics = self._local_metrics(labels, loss_sum, seen, correct, test_labels, test_probabilities)
         return LocalResult(trained_params, count, steps, metrics)
 
     def train_group(self, jobs: Sequence[TrainJob]) -> list[LocalResult]:
@@ -187,16 +193,18 @@ class ClassificationTask(WorkerLocalTorch, Task):
         for hospital, outcome in zip(data, self._trainer.train(data)):
             labels, test_labels = hospital.train[1], hospital.test[1]
             probabilities = outcome.test_probabilities.reshape(len(test_labels), self.federation.dataset.num_classes)
-            metrics = self._local_metrics(labels, outcome.loss_sum, outcome.seen, test_labels, probabilities)
+            metrics = self._local_metrics(labels, outcome.loss_sum, outcome.seen, outcome.correct, test_labels, probabilities)
             results.append(LocalResult(outcome.params, len(labels), outcome.steps, metrics))
         return results
 
-    def _local_metrics(self, labels: torch.Tensor, loss_sum: float, seen: int, test_labels: torch.Tensor,
+    def _local_metrics(self, labels: torch.Tensor, loss_sum: float, seen: int, correct: int, test_labels: torch.Tensor,
                        test_probabilities: np.ndarray) -> dict[str, float]:
-        """What a hospital logs of its local round: training loss, the trained model's accuracy on
-        its own test split, and its label entropy."""
+        """What a hospital logs of its local round: training loss and accuracy (on the batches as
+        they were trained: what a strategy may use), the trained model's accuracy on its own test
+        split (a test score: no strategy sees it), and its label entropy."""
         return {
             "train_loss": loss_sum / max(1, seen),
+            "train_accuracy": correct / max(1, seen),
             "local_accuracy": accuracy(test_labels.cpu().numpy(), test_probabilities.argmax(axis=1)),
             "label_entropy": label_entropy(labels.cpu().numpy(), self.federation.dataset.num_classes),
         }
@@ -206,8 +214,17 @@ class ClassificationTask(WorkerLocalTorch, Task):
             return {}
         return {name: torch.tensor(np.asarray(array), device=self._device) for name, array in arrays.items()}
 
-    def evaluate_hospital(self, hospital: int, params: Params, state: Any) -> dict[str, float]:
-        return self._score(self._model_with(params), *self._tensors(hospital, "test"))
+    def evaluate_hospital(self, hospital: int, params: Params, state: Any, batch_statistics: bool = False) -> dict[str, float]:
+        return self._score(self._eval_model(params, batch_statistics), *self._tensors(hospital, "test"), batch_statistics)
+
+    def _eval_model(self, params: Params, batch_statistics: bool) -> nn.Module:
+        """The model to score `params` with; a throwaway one for batch statistics, since that mode
+        strips the BN layers' stored statistics."""
+        if not batch_statistics:
+            return self._model_with(params)
+        model = self._placed_model()
+        load_params(model, params)
+        return model
 
     @torch.no_grad()
     def _probabilities(self, model: nn.Module, images: torch.Tensor, batch_statistics: bool = False) -> np.ndarray:
@@ -226,8 +243,8 @@ class ClassificationTask(WorkerLocalTorch, Task):
             return np.zeros((0, self.federation.dataset.num_classes), dtype=np.float32)
         return torch.cat(chunks).float().cpu().numpy()
 
-    def _score(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-        probabilities = self._probabilities(model, images)
+    def _score(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_statistics: bool = False) -> dict[str, float]:
+        probabilities = self._probabilities(model, images, batch_statistics)
         truth = labels.cpu().numpy()
         return {
             "accuracy": accuracy(truth, probabilities.argmax(axis=1)),
@@ -253,12 +270,7 @@ class ClassificationTask(WorkerLocalTorch, Task):
             split, unit = self.federation.dataset.val, unit - test_units  # type: ignore[assignment]
         start = unit * self.eval_batch_size
         images = split.images[start : start + self.eval_batch_size].astype(np.float32) / 255.0
-        if batch_statistics:  # a throwaway model: this mode strips the BN layers' stored statistics
-            model = self._placed_model()
-            load_params(model, params)
-        else:
-            model = self._model_with(params)
-        return self._probabilities(model, torch.from_numpy(images).to(self._device), batch_statistics)
+        return self._probabilities(self._eval_model(params, batch_statistics), torch.from_numpy(images).to(self._device), batch_statistics)
 
     def global_metrics(self, outputs: list[np.ndarray]) -> dict[str, float]:
         dataset = self.federation.dataset

@@ -146,7 +146,7 @@ class SchedulingTask(WorkerLocalTorch, Task):
     def _eval_seed(self, stream_key: int, *keys: int) -> int:
         return seed_for(self.run_seed, Stream.SCHEDULING_EVAL, stream_key, *keys)
 
-    def evaluate_hospital(self, hospital: int, params: Params, state: Any) -> dict[str, float]:
+    def evaluate_hospital(self, hospital: int, params: Params, state: Any, batch_statistics: bool = False) -> dict[str, float]:
         policy, env = self._policy(params), self._env(hospital)
         logs = [run_episode(env, policy, self._eval_seed(_LOCAL, hospital, e)) for e in range(self.config.eval_episodes)]
         return summarise(logs, self.config.reward.acuity_weights)

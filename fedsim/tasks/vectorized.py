@@ -56,11 +56,13 @@ class HospitalData:
 @dataclass(frozen=True)
 class GroupResult:
     """A hospital's trained state_dict (numpy), its training loss sum over samples, samples seen,
-    steps taken, and its own test split's class probabilities."""
+    samples its batches classified right as trained, steps taken, and its own test split's class
+    probabilities."""
 
     params: Params
     loss_sum: float
     seen: int
+    correct: int
     steps: int
     test_probabilities: np.ndarray
 
@@ -95,19 +97,20 @@ class VectorizedSGD:
     # ----- the per-hospital objective, vmapped ---------------------------------------------
     def _step_gradients(self, proximal: bool, fairness: bool) -> Callable[..., Any]:
         """vmap(grad(objective)) over hospitals: (params, buffers, images, labels, anchor, mu,
-        lambda, global loss) -> (gradients, (batch loss, updated buffers))."""
+        lambda, global loss) -> (gradients, (batch loss, updated buffers, correct predictions))."""
         template = self.template
 
         def objective(params: Tensors, buffers: Tensors, images: torch.Tensor, labels: torch.Tensor,
                       anchor: Tensors, mu: torch.Tensor, strength: torch.Tensor, global_loss: torch.Tensor) -> Any:
             buffers = {name: tensor.clone() for name, tensor in buffers.items()}  # BN updates its copies in place
-            loss = F.cross_entropy(functional_call(template, (params, buffers), (images,)), labels)
+            logits = functional_call(template, (params, buffers), (images,))
+            loss = F.cross_entropy(logits, labels)
             total = loss
             if proximal:
                 total = total + 0.5 * mu * sum(torch.sum((params[name] - anchor[name]) ** 2) for name in anchor)
             if fairness:
                 total = total + strength * (loss - global_loss) ** 2
-            return total, (loss, buffers)
+            return total, (loss, buffers, (logits.argmax(dim=1) == labels).sum())
 
         return vmap(grad(objective, has_aux=True))
 
@@ -128,13 +131,14 @@ class VectorizedSGD:
         schedule, steps, seen = self._schedule(hospitals)
         gradients_of = self._step_gradients(proximal, fairness)
         loss_sum = torch.zeros(count, dtype=torch.float64, device=device)
+        correct = torch.zeros(count, dtype=torch.int64, device=device)
         for groups in schedule:
             for group in groups:
                 pick = (lambda tensors: tensors) if group.positions is None else (
                     lambda tensors: {name: tensor[group.positions] for name, tensor in tensors.items()})
                 at = slice(None) if group.positions is None else group.positions
                 part = pick(params)
-                gradients, (loss, new_buffers) = gradients_of(
+                gradients, (loss, new_buffers, right) = gradients_of(
                     part, pick(buffers), images[group.samples], labels[group.samples], pick(anchor),
                     mu[at], strength[at], global_loss[at],
                 )
@@ -143,8 +147,9 @@ class VectorizedSGD:
                 self._put(buffers, new_buffers, group.positions)
                 self._put(velocity, new_velocity, group.positions)
                 loss_sum.index_add_(0, self._positions(group, count), loss.detach().double() * group.samples.shape[1])
+                correct.index_add_(0, self._positions(group, count), right.detach())
         probabilities = self._test_probabilities(params, buffers, hospitals)
-        return self._results(params, buffers, loss_sum, steps, seen, probabilities)
+        return self._results(params, buffers, loss_sum, correct, steps, seen, probabilities)
 
     def _stack(self, starts: Sequence[Params], names: Sequence[str]) -> Tensors:
         return {name: torch.from_numpy(np.stack([np.asarray(start[name]) for start in starts])).to(self.device) for name in names}
@@ -242,14 +247,14 @@ class VectorizedSGD:
         probabilities = torch.cat(chunks, dim=1).float().cpu().numpy()
         return [probabilities[position, :size] for position, size in enumerate(sizes)]
 
-    def _results(self, params: Tensors, buffers: Tensors, loss_sum: torch.Tensor, steps: list[int], seen: list[int],
+    def _results(self, params: Tensors, buffers: Tensors, loss_sum: torch.Tensor, correct: torch.Tensor, steps: list[int], seen: list[int],
                  probabilities: list[np.ndarray]) -> list[GroupResult]:
         trained = {**params, **buffers}
         arrays = {name: trained[name].detach().cpu().numpy() for name in self.state_names}
-        losses = loss_sum.cpu().tolist()
+        losses, rights = loss_sum.cpu().tolist(), correct.cpu().tolist()
         return [
             GroupResult({name: arrays[name][position].copy() for name in self.state_names}, losses[position],
-                        seen[position], steps[position], probabilities[position])
+                        seen[position], rights[position], steps[position], probabilities[position])
             for position in range(len(steps))
         ]
 

@@ -24,10 +24,12 @@ from fedsim.tasks.registry import TaskSpec, register_task
 def _build(config: Any, dataset: Any) -> Any:
     from fedsim.attacks import flip_labels
     from fedsim.data.federation import build_federation
-    from fedsim.models import model_factory
+    from fedsim.models import Pretrained, model_factory
     from fedsim.tasks.classification import ClassificationTask
 
     factory = model_factory(config.model.name)  # an unknown model fails before the data loads
+    if config.model.weights is not None:
+        factory = Pretrained(factory, config.model.weights, config.model.freeze_backbone)
     federation = flip_labels(build_federation(config.data, config.seed, dataset), config)
     vectorized = config.engine.vectorized_hospitals
     task = ClassificationTask(federation, factory, config.train, config.eval.batch_size, vectorized_hospitals=vectorized)
