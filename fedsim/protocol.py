@@ -17,6 +17,7 @@ PLAIN_SGD = "plain local SGD at train.lr"
 NORMALIZATION_LAYERS = "normalisation layers"
 VALIDATION_METRICS = "validation accuracy and loss"
 DP_SGD = "sample-level DP-SGD in local training (Opacus)"
+POOLED_DATA = "training on several hospitals' pooled training data at one site"
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,9 @@ class LocalPlan:
     - `epochs` of local training;
     - `mu`: FedProx's proximal term, add (mu/2)||w - w_start||^2 to the objective;
     - `gradient_correction`: name -> array added to every gradient (SCAFFOLD's c - c_i);
-    - `fairness_lambda` with `global_loss`: FedMRL's fairness term lambda * (L_h - L_global)^2.
+    - `fairness_lambda` with `global_loss`: FedMRL's fairness term lambda * (L_h - L_global)^2;
+    - `pooled`: train on these hospitals' training data pooled, instead of the hospital's own
+      (the centralised baseline's site; a task offering POOLED_DATA honours it).
     """
 
     epochs: int
@@ -43,6 +46,7 @@ class LocalPlan:
     gradient_correction: Mapping[str, np.ndarray] | None = None
     fairness_lambda: float = 0.0
     global_loss: float = float("nan")
+    pooled: tuple[int, ...] = ()
 
     def terms(self) -> frozenset[str]:
         """The local-objective terms this plan switches on."""

@@ -32,6 +32,8 @@ class ServerLost(RuntimeError):
 class Backend(ABC):
     #: The strategy decides weights after training (summaries -> weigh -> weighted sums).
     weighs_after_training: bool
+    #: The strategy has a global model to evaluate (see Strategy.has_global_model).
+    has_global_model: bool
 
     @abstractmethod
     def configure(self, round_index: int, cohort: Cohort) -> list[Instruction]: ...

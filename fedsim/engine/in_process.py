@@ -29,6 +29,7 @@ class InProcessBackend(Backend):
         self.server = ServerCore(strategy, pipeline, initial)
         self.workers = [WorkerCore(task, strategy, pipeline, use_gpu=False, threads=1) for _ in range(workers)]
         self.weighs_after_training = strategy.weighs_after_training
+        self.has_global_model = strategy.has_global_model
         self.states: dict[int, HospitalState] = {}
         self._trained: list[WorkerCore] = []
 

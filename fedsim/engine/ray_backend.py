@@ -37,6 +37,7 @@ class RayBackend(Backend):
     def __init__(self, config: Any, task: Task, strategy: Strategy, pipeline: Pipeline, initial: Params) -> None:
         self.run_seed = config.seed
         self.weighs_after_training = strategy.weighs_after_training
+        self.has_global_model = strategy.has_global_model
         self.pool = WorkerPool(
             ray.put(task),
             strategy,

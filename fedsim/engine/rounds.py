@@ -10,7 +10,7 @@ epochs each runs, who is scored); `run_round` drives one round on any Backend. T
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -31,6 +31,7 @@ class RoundOutcome:
     hospital_scores: dict[int, dict[str, float]]  # the new model on each scored hospital's test split
     global_metrics: dict[str, float]  # empty when the round was not evaluated
     bytes_sent: int
+    global_tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # Task.global_tables
 
 
 class RoundSchedule:
@@ -73,21 +74,34 @@ def local_epochs(train: Any, all_sizes: np.ndarray, hospitals: np.ndarray, run_s
     )
 
 
+def sample_passes(cohort: Cohort, instructions: list[Instruction]) -> np.ndarray:
+    """Training samples times epochs of each instruction (the cost load balancing spreads): its
+    hospital's samples, or all the hospitals' it pools (the centralised baseline's one site)."""
+    sizes = dict(zip(cohort.hospitals.tolist(), cohort.sizes.tolist()))
+    return np.array(
+        [sum(sizes[h] for h in instruction.plan.pooled or (instruction.hospital,)) * instruction.plan.epochs
+         for instruction in instructions],
+        dtype=np.int64,
+    )
+
+
 def run_round(backend: Backend, task: Task, round_index: int, cohort: Cohort, scored: list[int] | None) -> RoundOutcome:
     """One round on `backend`: train `cohort`, aggregate, and (unless `scored` is None) evaluate
     the new model and let the strategy observe the result before the next configure."""
     instructions = backend.configure(round_index, cohort)
     bytes_sent = backend.broadcast_bytes() * len(instructions)
-    costs = cohort.sizes * np.array([instruction.plan.epochs for instruction in instructions], dtype=np.int64)
-    partials, reports = backend.train(round_index, instructions, costs)
+    partials, reports = backend.train(round_index, instructions, sample_passes(cohort, instructions))
     if backend.weighs_after_training:
         partials = backend.weighted_sums(backend.weigh(round_index, instructions, reports, partials))
     round_metrics, hospital_metrics = backend.aggregate(round_index, instructions, reports, partials)
     reports = [replace(r, metrics={**r.metrics, **hospital_metrics.get(r.hospital, {})}) for r in reports]
     hospital_scores: dict[int, dict[str, float]] = {}
     global_metrics: dict[str, float] = {}
+    global_tables: dict[str, list[dict[str, Any]]] = {}
     if scored is not None:
-        hospital_scores, outputs = backend.evaluate(scored, task.global_eval_units())
-        global_metrics = task.global_metrics(outputs)
+        hospital_scores, outputs = backend.evaluate(scored, task.global_eval_units() if backend.has_global_model else 0)
+        if backend.has_global_model:
+            global_metrics, global_tables = task.global_metrics(outputs), task.global_tables(outputs)
         backend.observe(round_index, global_metrics, hospital_scores)
-    return RoundOutcome(round_index, instructions, reports, round_metrics, hospital_scores, global_metrics, bytes_sent)
+    return RoundOutcome(round_index, instructions, reports, round_metrics, hospital_scores, global_metrics, bytes_sent,
+                        global_tables)

@@ -11,6 +11,7 @@ from fedsim.protocol import (
     GRADIENT_CORRECTION,
     NORMALIZATION_LAYERS,
     PLAIN_SGD,
+    POOLED_DATA,
     PROXIMAL,
     VALIDATION_METRICS,
 )
@@ -54,7 +55,9 @@ def _check(config: Any) -> None:
 CLASSIFICATION = register_task(TaskSpec(
     name="classification",
     build=_build,
-    capabilities=frozenset({PROXIMAL, GRADIENT_CORRECTION, FAIRNESS, PLAIN_SGD, NORMALIZATION_LAYERS, VALIDATION_METRICS, DP_SGD}),
+    capabilities=frozenset(
+        {PROXIMAL, GRADIENT_CORRECTION, FAIRNESS, PLAIN_SGD, NORMALIZATION_LAYERS, VALIDATION_METRICS, DP_SGD, POOLED_DATA}
+    ),
     num_hospitals=lambda config: config.data.hospitals,
     hospitals_key="data.hospitals",
     describe=_describe,
@@ -63,6 +66,12 @@ CLASSIFICATION = register_task(TaskSpec(
         ("global_accuracy", "accuracy"),
         ("global_balanced_accuracy", "balanced acc."),
         ("global_macro_auc", "macro AUC"),
+        ("global_quadratic_kappa", "quadratic κ"),
+        ("global_weighted_f1", "weighted F1"),
+        ("global_mcc", "MCC"),
+        ("global_g_mean", "G-mean"),
+        ("hospital_accuracy_mean", "mean hospital acc."),  # what a local-only row is read on
+        ("hospital_quadratic_kappa_mean", "mean hospital κ"),
         ("hospital_accuracy_worst10", "worst-10% hospital acc."),
     ),
     report_columns=(
@@ -70,7 +79,12 @@ CLASSIFICATION = register_task(TaskSpec(
         ("global_loss", "loss"), ("global_val_accuracy", "val acc."), ("global_val_balanced_accuracy", "val bal. acc."),
         ("global_val_loss", "val loss"),
     ),
-    labels={"global_accuracy": "global test accuracy", "hospital_accuracy_worst10": "worst-10% hospital accuracy"},
+    labels={
+        "global_accuracy": "global test accuracy", "hospital_accuracy_worst10": "worst-10% hospital accuracy",
+        "global_quadratic_kappa": "quadratically weighted Cohen's κ (global test)",
+        "hospital_accuracy_mean": "mean accuracy at the hospitals (own test splits)",
+        "hospital_quadratic_kappa_mean": "mean quadratic κ at the hospitals (own test splits)",
+    },
     check=_check,
     heterogeneity_axes={
         "alpha": lambda alpha: {"data": {"partition": {"scheme": "dirichlet", "alpha": alpha}}},
