@@ -134,3 +134,14 @@ def test_local_only_rounds_table_has_hospital_means_and_no_global_scores(tmp_pat
     assert row["hospital_accuracy_mean"] == pytest.approx(hospitals["accuracy"].mean())
     assert row["hospital_quadratic_kappa_mean"] == pytest.approx(hospitals["quadratic_kappa"].mean())
     assert not (out / "confusion.parquet").exists()
+
+
+@pytest.mark.ray
+def test_centralised_on_ray_gives_the_in_process_bits(ray_cluster, tmp_path: Path) -> None:
+    """One instruction a round, whatever the number of workers: the Ray pool runs the same site."""
+    overrides = ["rounds=2", "strategy=centralised", "sampling.clients_per_round=3"]
+    local = torch.load(_run(tmp_path, "local", overrides) / "model.pt", weights_only=True)
+    ray_run = _run(tmp_path, "ray", [*overrides, "engine.backend=ray", "engine.workers=2"])
+    remote = torch.load(ray_run / "model.pt", weights_only=True)
+    assert all(torch.equal(local[name], remote[name]) for name in local)
+    assert pq.read_table(ray_run / "confusion.parquet").num_rows == 2 * 2 * 9
