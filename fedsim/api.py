@@ -20,7 +20,7 @@ import pandas as pd
 
 from fedsim.config import Config, load_config, merge_settings, parse_config
 from fedsim.errors import ConfigError
-from fedsim.results import CLIENTS, HOSPITAL_EVAL, MODEL, PARTITION, ROUNDS, RunDirectory, fresh_run_dir
+from fedsim.results import CLIENTS, CONFUSION, HOSPITAL_EVAL, MODEL, PARTITION, ROUNDS, RunDirectory, fresh_run_dir
 
 
 @dataclass
@@ -46,6 +46,11 @@ class RunResult:
     @property
     def hospital_eval(self) -> pd.DataFrame:
         return self._table(HOSPITAL_EVAL)
+
+    @property
+    def confusion(self) -> pd.DataFrame:
+        """The global model's confusion matrices (classification): round, split, true, pred, count."""
+        return self._table(CONFUSION)
 
     @property
     def partition(self) -> pd.DataFrame:

@@ -20,6 +20,7 @@ DP_SGD = "sample-level DP-SGD in local training (Opacus)"
 SUBNETWORK = "training a given sub-network of the model (federated dropout)"
 PARTIAL_WORK = "a local step budget (LocalPlan.max_steps)"
 VECTORIZED_TRAINING = "vectorised local training (torch.func.vmap)"
+POOLED_DATA = "training on several hospitals' pooled training data at one site"
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,8 @@ class LocalPlan:
       outside the sub-network comes back exactly as it was sent.
     - `max_steps`: at most this many local steps (systems.stragglers: partial, the steps that fit
       the deadline); None: all of `epochs`.
+    - `pooled`: train on these hospitals' training data pooled, instead of the hospital's own
+      (the centralised baseline's site; a task offering POOLED_DATA honours it).
     """
 
     epochs: int
@@ -53,6 +56,7 @@ class LocalPlan:
     global_loss: float = float("nan")
     subnetwork: Any = None
     max_steps: int | None = None
+    pooled: tuple[int, ...] = ()
 
     def terms(self) -> frozenset[str]:
         """The local-objective terms this plan switches on."""

@@ -24,12 +24,13 @@ from fedsim.errors import DataError
 ROUNDS = "rounds"
 CLIENTS = "clients"
 HOSPITAL_EVAL = "hospital_eval"
+CONFUSION = "confusion"  # the global model's confusion matrices: round, split, true, pred, count
 PARTITION = "partition"
 SYSTEMS = "systems"  # each hospital's system profile (a run with a systems section)
 RESOURCES = "resources"  # machine cost per round; not a metric, so it varies run to run
 MODEL = "model.pt"  # the final global model, a torch state_dict
 EVENTS = "events"  # recoveries (worker replaced, server restored, resumed): one part per event
-PER_ROUND = (ROUNDS, CLIENTS, HOSPITAL_EVAL, RESOURCES)  # tables with one part per round
+PER_ROUND = (ROUNDS, CLIENTS, HOSPITAL_EVAL, CONFUSION, RESOURCES)  # tables with one part per round
 #: What a run directory holds before its first round finished: such a directory may be reused.
 _BEFORE_ROUND_ONE = {"config.yaml", f"{PARTITION}.parquet", f"{SYSTEMS}.parquet"}
 

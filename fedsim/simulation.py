@@ -214,19 +214,16 @@ class Simulation:
             round_index,
             ({"round": round_index, "hospital": h, **scores} for h, scores in sorted(per_hospital.items())),
         )
+        for name, rows in outcome.global_tables.items():
+            self.run_dir.append(name, round_index, ({"round": round_index, **row} for row in rows))
         task = self.task
-        scores = np.array([per_hospital[h][task.hospital_metric] for h in sorted(per_hospital)], dtype=np.float64)
-        has_scores = bool(scores.size) and not np.all(np.isnan(scores))
-        prefix = f"hospital_{task.hospital_metric}"
         row: dict[str, Any] = {
             "round": round_index,
             "seconds": seconds,
             "hospitals": len(outcome.reports),
             "quarantined": sum(is_quarantined(report.status) for report in outcome.reports),
             **{f"global_{name}": float(global_metrics.get(name, NAN)) for name in task.global_metric_names},
-            f"{prefix}_mean": float(np.nanmean(scores)) if has_scores else NAN,
-            f"{prefix}_std": float(np.nanstd(scores)) if has_scores else NAN,
-            f"{prefix}_worst10": worst_decile_mean(scores, task.higher_is_better) if has_scores else NAN,
+            **hospital_summary(per_hospital, task.hospital_metric, task.higher_is_better),
             "bytes_sent": outcome.bytes_sent,
             "bytes_received": sum(report.upload_bytes for report in outcome.reports if report.status != DROPPED_OUT),
         }
@@ -237,6 +234,21 @@ class Simulation:
                         "sim_seconds": outcome.timeline.seconds, "sim_clock": self.round_starts[-1]})
         self.run_dir.append(ROUNDS, round_index, [row])
         return row
+
+
+def hospital_summary(per_hospital: Mapping[int, Mapping[str, float]], metric: str, higher_is_better: bool) -> dict[str, float]:
+    """rounds.parquet's hospital_* columns: `metric`'s mean, std and worst-10% mean over the
+    scored hospitals, then every other score's mean (NaN where no hospital has a value)."""
+    hospitals = sorted(per_hospital)
+    columns: dict[str, float] = {}
+    for name in dict.fromkeys([metric, *(name for h in hospitals for name in per_hospital[h])]):
+        scores = np.array([per_hospital[h].get(name, NAN) for h in hospitals], dtype=np.float64)
+        known = bool(scores.size) and not np.isnan(scores).all()
+        columns[f"hospital_{name}_mean"] = float(np.nanmean(scores)) if known else NAN
+        if name == metric:
+            columns[f"hospital_{name}_std"] = float(np.nanstd(scores)) if known else NAN
+            columns[f"hospital_{name}_worst10"] = worst_decile_mean(scores, higher_is_better) if known else NAN
+    return columns
 
 
 def _client_row(round_index: int, report: ClientReport, timeline: RoundTimeline | None) -> dict[str, Any]:

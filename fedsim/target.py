@@ -9,8 +9,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 from fedsim.errors import ConfigError
 
@@ -71,20 +70,3 @@ def describe(target: Target, reached: Reached | None, rounds: int) -> str:
     when = "" if math.isnan(reached.sim_hours) else f", {reached.sim_hours:.3g} simulated hours"
     return f"target {target}: reached at round {reached.round}{when}"
 
-
-def target_table(runs: Iterable[tuple[str, int, Path]], target: Target) -> str:
-    """Markdown for compare.py: per variant, how many seeds reached the target, and the rounds
-    and simulated hours it took them (mean ± std over the seeds that did)."""
-    from fedsim.comparison import _mean_std
-    from fedsim.results import ROUNDS, RunDirectory
-
-    found: dict[str, list[Reached | None]] = {}
-    for label, _seed, run_dir in runs:
-        rows = RunDirectory(run_dir).read(ROUNDS).to_pylist()
-        found.setdefault(label, []).append(time_to_target(rows, target, f"{run_dir}/rounds.parquet"))
-    lines = [f"time to {target}:", "", "| strategy | reached | rounds | simulated hours |", "|---|---:|---:|---:|"]
-    for label, results in found.items():
-        hit = [r for r in results if r is not None]
-        lines.append(f"| {label} | {len(hit)}/{len(results)} | {_mean_std([float(r.round) for r in hit])} | "
-                     f"{_mean_std([r.sim_hours for r in hit])} |")
-    return "\n".join(lines)

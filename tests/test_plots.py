@@ -56,6 +56,8 @@ def test_compare_plots_show_every_variant_with_its_seeds(tmp_path: Path, capsys)
     assert main(["plot", str(tmp_path / "cmp")]) == 0
     assert [path.name for path in _pngs(str(tmp_path), capsys)] == [
         "compare_global_accuracy.png", "compare_global_balanced_accuracy.png", "compare_global_macro_auc.png",
+        "compare_global_quadratic_kappa.png", "compare_global_weighted_f1.png", "compare_global_mcc.png",
+        "compare_global_g_mean.png", "compare_hospital_accuracy_mean.png", "compare_hospital_quadratic_kappa_mean.png",
         "compare_hospital_accuracy_worst10.png"]
     accuracy = dict(figures_for(tmp_path / "cmp"))["compare_global_accuracy"].axes[0]
     assert accuracy.get_title() == "accuracy per round (mean ± std over seeds)"

@@ -70,10 +70,11 @@ def test_local_only_and_centralised_baselines_compare_in_one_table(ray_cluster, 
     rows = run_all(plan_variants(None, overrides, load_variants(variants), [0]), tmp_path / "out")
     assert rows.num_rows == 2 * 3  # hospital evaluations: 3 hospitals x 2 variants
     lines = summary_table(rows, "scheduling").splitlines()
-    assert lines[0] == "| strategy | seeds | acuity-weighted wait (h) | p95 wait, acuity 1-2 (h) | utilisation |"
+    assert lines[0] == ("| strategy | seeds | acuity-weighted wait (h) | acuity-weighted wait (h), last 5 "
+                        "| p95 wait, acuity 1-2 (h) | p95 wait, acuity 1-2 (h), last 5 | utilisation | utilisation, last 5 |")
     local = [row for row in rows.to_pylist() if row["strategy"] == "local"]
     mean = np.mean([row["acuity_weighted_wait"] for row in local])
-    assert any(line.startswith("| local | 1 |") and f"{mean:.3f} ± 0.000" in line for line in lines)
+    assert any(line.startswith(f"| local | 1 | {mean:.3f} ± – | {mean:.3f} ± – |") for line in lines)  # one round: final = last 5
     assert any(line.startswith("| central | 1 |") for line in lines)
     local_rounds = pq.read_table(tmp_path / "out" / "local" / "seed-0" / "rounds.parquet").to_pylist()
     assert local_rounds[0]["bytes_received"] == 0  # nothing leaves a hospital

@@ -38,6 +38,8 @@ class Backend(ABC):
     #: them, and `weighted_sums({kept: 1.0})` sums the kept ones: the strategy neither weighs
     #: after training nor sends individual updates (those paths leave out unkept hospitals anyway).
     holds_contributions: bool
+    #: The strategy has a global model to evaluate (see Strategy.has_global_model).
+    has_global_model: bool
 
     @abstractmethod
     def configure(self, round_index: int, cohort: Cohort) -> list[Instruction]: ...

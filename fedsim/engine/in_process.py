@@ -31,6 +31,7 @@ class InProcessBackend(Backend):
         self.workers = [WorkerCore(task, strategy, pipeline, use_gpu=False, threads=1) for _ in range(workers)]
         self.weighs_after_training = strategy.weighs_after_training
         self.holds_contributions = not (strategy.weighs_after_training or strategy.sends_individual_updates)
+        self.has_global_model = strategy.has_global_model
         self.states: dict[int, HospitalState] = {}
         self._before: dict[int, HospitalState | None] = {}  # the last train's hospitals' states from before it
         self._trained: list[WorkerCore] = []

@@ -39,6 +39,7 @@ class RayBackend(Backend):
         self.pipeline = pipeline
         self.weighs_after_training = strategy.weighs_after_training
         self.holds_contributions = not (strategy.weighs_after_training or strategy.sends_individual_updates)
+        self.has_global_model = strategy.has_global_model
         self.pool = WorkerPool(
             ray.put(task),
             strategy,

@@ -16,7 +16,7 @@ full reports and test scores still go to the logs (`RoundOutcome`).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 import numpy as np
@@ -41,6 +41,7 @@ class RoundOutcome:
     global_metrics: dict[str, float]  # empty when the round was not evaluated
     bytes_sent: int
     timeline: RoundTimeline | None = None  # the round on the simulated clock (a systems section)
+    global_tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # Task.global_tables
 
 
 class RoundSchedule:
@@ -112,6 +113,17 @@ def without_test_scores(reports: list[ClientReport], task: Task) -> list[ClientR
     return [replace(r, metrics={k: v for k, v in r.metrics.items() if k not in hidden}) for r in reports]
 
 
+def sample_passes(cohort: Cohort, instructions: list[Instruction]) -> np.ndarray:
+    """Training samples times epochs of each instruction (the cost load balancing spreads): its
+    hospital's samples, or all the hospitals' it pools (the centralised baseline's one site)."""
+    sizes = dict(zip(cohort.hospitals.tolist(), cohort.sizes.tolist()))
+    return np.array(
+        [sum(sizes[h] for h in instruction.plan.pooled or (instruction.hospital,)) * instruction.plan.epochs
+         for instruction in instructions],
+        dtype=np.int64,
+    )
+
+
 def run_round(backend: Backend, task: Task, round_index: int, cohort: Cohort, scored: list[int] | None,
               systems: SystemsRound | None = None) -> RoundOutcome:
     """One round on `backend`: train `cohort`, aggregate, and (unless `scored` is None) evaluate
@@ -125,8 +137,7 @@ def run_round(backend: Backend, task: Task, round_index: int, cohort: Cohort, sc
     if systems is not None:
         instructions = systems.plan(instructions, broadcast_bytes)
     bytes_sent = backend.bytes_sent(round_index, instructions)
-    costs = cohort.sizes * np.array([instruction.plan.epochs for instruction in instructions], dtype=np.int64)
-    partials, reports = backend.train(round_index, instructions, costs, hold=systems is not None)
+    partials, reports = backend.train(round_index, instructions, sample_passes(cohort, instructions), hold=systems is not None)
     timeline = None
     if systems is not None:
         timeline = systems.settle(round_index, instructions, reports, broadcast_bytes)
@@ -142,8 +153,11 @@ def run_round(backend: Backend, task: Task, round_index: int, cohort: Cohort, sc
     reports = [replace(r, metrics={**r.metrics, **hospital_metrics.get(r.hospital, {})}) for r in reports]
     hospital_scores: dict[int, dict[str, float]] = {}
     global_metrics: dict[str, float] = {}
+    global_tables: dict[str, list[dict[str, Any]]] = {}
     if scored is not None:
-        hospital_scores, outputs = backend.evaluate(scored, task.global_eval_units())
-        global_metrics = task.global_metrics(outputs)
+        hospital_scores, outputs = backend.evaluate(scored, task.global_eval_units() if backend.has_global_model else 0)
+        if backend.has_global_model:
+            global_metrics, global_tables = task.global_metrics(outputs), task.global_tables(outputs)
         backend.observe(round_index, validation_metrics(global_metrics))
-    return RoundOutcome(round_index, instructions, reports, round_metrics, hospital_scores, global_metrics, bytes_sent, timeline)
+    return RoundOutcome(round_index, instructions, reports, round_metrics, hospital_scores, global_metrics, bytes_sent,
+                        timeline, global_tables)

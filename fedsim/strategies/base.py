@@ -59,6 +59,9 @@ class Strategy(ABC):
     #: True when normalisation layers never leave the hospitals (FedBN), so the global test
     #: normalises each test batch with its own statistics instead of never-trained global ones.
     global_eval_batch_statistics: ClassVar[bool] = False
+    #: False when there is no global model (local-only): the round scores only the hospitals'
+    #: own models, and the global_* columns are NaN rather than the never-trained broadcast's.
+    has_global_model: ClassVar[bool] = True
     #: Parameters that never leave a hospital (FedBN's BN): not part of the update it sends.
     local_keys: frozenset[str] = frozenset()
 

@@ -1,9 +1,10 @@
 """Local only: no federation, the baseline that shows what federating buys.
 
-Every hospital trains its own model from its previous one (the initial model the first time) and
-keeps it as hospital state; nothing is uploaded and the broadcast never changes. A hospital's own
-model is what its evaluation scores (hospital_eval.parquet), so compare local-only runs on
-hospital-level metrics: the global_* columns keep scoring the never-trained initial model.
+Every hospital trains its own model from its previous one (the initial model the first time) on
+its own training data only, and keeps it as hospital state; nothing is uploaded and the broadcast
+never changes. A hospital's own model is what its evaluation scores, on the hospital's own test
+split (hospital_eval.parquet; their means are rounds.parquet's hospital_*_mean columns): compare
+local-only runs on those. There is no global model, so the global_* columns are NaN.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class LocalOnlyConfig(StrategyConfig):
 class LocalOnly(Strategy):
     name = "local_only"
     keeps_hospital_state = True
+    has_global_model = False
 
     def configure(self, round_index: int, cohort: Cohort) -> list[Instruction]:
         return weighted_instructions(cohort, sample_shares(cohort))

@@ -33,8 +33,9 @@ class TrainJob:
 class Task(ABC):
     #: True when train() returns per-hospital state that must survive until the hospital's next round.
     keeps_hospital_state: ClassVar[bool] = False
-    #: Names of global_metrics(), each logged as global_<name> in rounds.parquet.
-    global_metric_names: ClassVar[tuple[str, ...]]
+    #: Names of global_metrics(), each logged as global_<name> in rounds.parquet (a class
+    #: attribute, or a property where they depend on the data: classification's per-class scores).
+    global_metric_names: tuple[str, ...]
     #: The global metric the progress bar shows and compare tables lead with.
     headline_metric: ClassVar[str]
     #: The evaluate_hospital() metric summarised across hospitals (mean, std, worst 10%).
@@ -110,6 +111,12 @@ class Task(ABC):
     @abstractmethod
     def global_metrics(self, outputs: list[Any]) -> dict[str, float]:
         """Global metrics from all units' outputs, in unit order (keys: `global_metric_names`)."""
+
+    def global_tables(self, outputs: list[Any]) -> dict[str, list[dict[str, Any]]]:
+        """Rows of per-round tables of the global evaluation beyond its metrics (classification:
+        confusion matrices), by table name; each must be in fedsim.results.PER_ROUND, so that a
+        resume rewrites it. The driver adds each row's `round`."""
+        return {}
 
     def partition_table(self) -> pa.Table | None:
         """Per-hospital data statistics to save with the run, if the task has any."""

@@ -15,7 +15,7 @@ from torch.nn import functional as F
 from fedsim.config import TrainConfig
 from fedsim.data.arrays import ImageSet
 from fedsim.data.federation import Federation
-from fedsim.metrics import accuracy, balanced_accuracy, cross_entropy, macro_auc
+from fedsim.metrics import accuracy, classification_metric_names, classification_metrics, confusion_matrix
 from fedsim.models import ModelFactory
 from fedsim.privacy.dp_sgd import DPSGD
 from fedsim.params import Params
@@ -30,12 +30,15 @@ class ClassificationTask(WorkerLocalTorch, Task):
     """One hospital's work: `epochs` of mini-batch SGD on its own images, shuffled by its seed.
 
     Honours every LocalPlan term: `mu` (FedProx's proximal term), `gradient_correction`
-    (SCAFFOLD) and `fairness_lambda` with `global_loss` (FedMRL's fairness term, see
-    `fairness_term`). The locally trained model is also scored on the hospital's own test split
-    ("local_accuracy" in clients.parquet: a test score, so no strategy sees it; "train_accuracy",
-    on the batches as they were trained, is what a strategy may use). Global evaluation covers the
-    dataset's test split and its validation split (val_* metrics: what a learning strategy may
-    use; carved from training where the dataset ships none, see fedsim.data.splits).
+    (SCAFFOLD), `fairness_lambda` with `global_loss` (FedMRL's fairness term, see
+    `fairness_term`) and `pooled` (the centralised baseline's site trains on those hospitals'
+    training splits concatenated in hospital order, each as its scanner sees it, and shuffled
+    together). The locally trained model is also scored on the hospital's own test split (the
+    pooled ones' for the site; "local_accuracy" in clients.parquet: a test score, so no strategy
+    sees it; "train_accuracy", on the batches as they were trained, is what a strategy may use). Every evaluation gives every
+    score of fedsim.metrics.classification_metrics. Global evaluation covers the dataset's test
+    split and its validation split (val_* metrics: what a learning strategy may use; carved from
+    training where the dataset ships none, see fedsim.data.splits), and writes a confusion matrix of each (`global_tables`: confusion.parquet).
     With `dp_sgd` set, every local step is DP-SGD through Opacus (fedsim.privacy.dp_sgd).
     With `vectorized_hospitals` > 0, a worker trains up to that many hospitals at once as one
     vmapped model (`train_group`, fedsim.tasks.vectorized).
@@ -43,9 +46,6 @@ class ClassificationTask(WorkerLocalTorch, Task):
 
     worker_local = ("_model", "_trainer")
 
-    global_metric_names = (
-        "loss", "accuracy", "balanced_accuracy", "macro_auc", "val_loss", "val_accuracy", "val_balanced_accuracy"
-    )
     headline_metric = "accuracy"
     hospital_metric = "accuracy"
     test_report_metrics = frozenset({"local_accuracy"})
@@ -65,6 +65,12 @@ class ClassificationTask(WorkerLocalTorch, Task):
         self._trainer: VectorizedSGD | None = None  # likewise
 
     # ----- shape of the federation ---------------------------------------------------------
+    @property
+    def global_metric_names(self) -> tuple[str, ...]:  # type: ignore[override]
+        """The test split's scores, then the validation split's (val_*; NaN without one)."""
+        names = classification_metric_names(self.federation.dataset.num_classes)
+        return names + tuple(f"val_{name}" for name in names)
+
     @property
     def num_hospitals(self) -> int:
         return self.federation.num_hospitals
@@ -125,8 +131,11 @@ class ClassificationTask(WorkerLocalTorch, Task):
             torch.manual_seed(seed)
             return params_of(self.new_module())
 
-    def _tensors(self, hospital: int, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-        images, labels = self.federation.hospital_arrays(hospital, split)  # type: ignore[arg-type]
+    def _tensors(self, hospital: int, split: str, pooled: tuple[int, ...] = ()) -> tuple[torch.Tensor, torch.Tensor]:
+        """The hospital's split, or the `pooled` hospitals' splits concatenated in that order."""
+        parts = [self.federation.hospital_arrays(h, split) for h in pooled or (hospital,)]  # type: ignore[arg-type]
+        images = parts[0][0] if len(parts) == 1 else np.concatenate([images for images, _ in parts])
+        labels = parts[0][1] if len(parts) == 1 else np.concatenate([labels for _, labels in parts])
         return torch.from_numpy(images).to(self._device), torch.from_numpy(labels).to(self._device)
 
     # ----- local work ----------------------------------------------------------------------
@@ -134,7 +143,7 @@ class ClassificationTask(WorkerLocalTorch, Task):
         config, epochs, mu, global_loss = self.train_config, plan.epochs, plan.mu, plan.global_loss
         fairness = plan.fairness_lambda if np.isfinite(global_loss) else 0.0
         correction = self._on_device(plan.gradient_correction)
-        images, labels = self._tensors(hospital, "train")
+        images, labels = self._tensors(hospital, "train", plan.pooled)
         model = self._model_with(params)
         model.train()
         with dropped_units(model, plan.subnetwork):
@@ -172,7 +181,7 @@ class ClassificationTask(WorkerLocalTorch, Task):
                     steps += 1
             if private:
                 private.detach()
-            test_images, test_labels = self._tensors(hospital, "test")
+            test_images, test_labels = self._tensors(hospital, "test", plan.pooled)
             test_probabilities = self._probabilities(model, test_images)  # the sub-network, under federated dropout
         trained_params = params_of(model)
         if plan.subnetwork is not None:  # weight decay and BN statistics moved dropped entries: they go back
@@ -244,12 +253,7 @@ class ClassificationTask(WorkerLocalTorch, Task):
         return torch.cat(chunks).float().cpu().numpy()
 
     def _score(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_statistics: bool = False) -> dict[str, float]:
-        probabilities = self._probabilities(model, images, batch_statistics)
-        truth = labels.cpu().numpy()
-        return {
-            "accuracy": accuracy(truth, probabilities.argmax(axis=1)),
-            "loss": cross_entropy(truth, probabilities),
-        }
+        return classification_metrics(labels.cpu().numpy(), self._probabilities(model, images, batch_statistics))
 
     # ----- global evaluation ---------------------------------------------------------------
     def _eval_sets(self) -> list[ImageSet]:
@@ -272,28 +276,37 @@ class ClassificationTask(WorkerLocalTorch, Task):
         images = split.images[start : start + self.eval_batch_size].astype(np.float32) / 255.0
         return self._probabilities(self._eval_model(params, batch_statistics), torch.from_numpy(images).to(self._device), batch_statistics)
 
-    def global_metrics(self, outputs: list[np.ndarray]) -> dict[str, float]:
+    def _split_outputs(self, outputs: list[np.ndarray]) -> list[tuple[str, np.ndarray, np.ndarray]]:
+        """(prefix, labels, class probabilities) of the test split ("") and the validation split
+        ("val_"), where the dataset has one, from the units' outputs in unit order."""
         dataset = self.federation.dataset
         test_units = self._chunks(dataset.test)
-        probabilities = np.concatenate(outputs[:test_units])
-        labels = dataset.test.labels
-        predictions = probabilities.argmax(axis=1)
-        metrics = {
-            "loss": cross_entropy(labels, probabilities),
-            "accuracy": accuracy(labels, predictions),
-            "balanced_accuracy": balanced_accuracy(labels, predictions),
-            "macro_auc": macro_auc(labels, probabilities),
-            "val_loss": float("nan"),
-            "val_accuracy": float("nan"),
-            "val_balanced_accuracy": float("nan"),
-        }
+        splits = [("", dataset.test.labels, np.concatenate(outputs[:test_units]))]
         if dataset.val is not None:
-            val_probabilities = np.concatenate(outputs[test_units:])
-            metrics["val_loss"] = cross_entropy(dataset.val.labels, val_probabilities)
-            val_predictions = val_probabilities.argmax(axis=1)
-            metrics["val_accuracy"] = accuracy(dataset.val.labels, val_predictions)
-            metrics["val_balanced_accuracy"] = balanced_accuracy(dataset.val.labels, val_predictions)
+            splits.append(("val_", dataset.val.labels, np.concatenate(outputs[test_units:])))
+        return splits
+
+    def global_metrics(self, outputs: list[np.ndarray]) -> dict[str, float]:
+        metrics = dict.fromkeys(self.global_metric_names, float("nan"))
+        for prefix, labels, probabilities in self._split_outputs(outputs):
+            metrics.update({prefix + name: value for name, value in classification_metrics(labels, probabilities).items()})
         return metrics
+
+    def global_tables(self, outputs: list[np.ndarray]) -> dict[str, list[dict[str, Any]]]:
+        """confusion: the global model's confusion matrix on each split, one row per (split,
+        true class, predicted class) with its count, zero counts included (K x K rows a split)."""
+        num_classes = self.federation.dataset.num_classes
+        rows = []
+        for prefix, labels, probabilities in self._split_outputs(outputs):
+            matrix = confusion_matrix(labels, probabilities.argmax(axis=1), num_classes)
+            split = prefix.removesuffix("_") or "test"
+            rows += [
+                {"split": split, "true": truth, "pred": predicted, "count": int(matrix[truth, predicted])}
+                for truth in range(num_classes) for predicted in range(num_classes)
+            ]
+        return {"confusion": rows}
+
+
 
 @contextmanager
 def dropped_units(model: nn.Module, subnetwork: Any) -> Iterator[None]:

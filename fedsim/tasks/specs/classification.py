@@ -12,6 +12,7 @@ from fedsim.protocol import (
     NORMALIZATION_LAYERS,
     PLAIN_SGD,
     PARTIAL_WORK,
+    POOLED_DATA,
     PROXIMAL,
     SUBNETWORK,
     VALIDATION_METRICS,
@@ -77,7 +78,7 @@ CLASSIFICATION = register_task(TaskSpec(
     build=_build,
     capabilities=frozenset({
         PROXIMAL, GRADIENT_CORRECTION, FAIRNESS, PLAIN_SGD, NORMALIZATION_LAYERS, VALIDATION_METRICS, DP_SGD, SUBNETWORK, PARTIAL_WORK,
-        VECTORIZED_TRAINING,
+        VECTORIZED_TRAINING, POOLED_DATA,
     }),
     num_hospitals=lambda config: config.data.hospitals,
     hospitals_key="data.hospitals",
@@ -87,6 +88,12 @@ CLASSIFICATION = register_task(TaskSpec(
         ("global_accuracy", "accuracy"),
         ("global_balanced_accuracy", "balanced acc."),
         ("global_macro_auc", "macro AUC"),
+        ("global_quadratic_kappa", "quadratic κ"),
+        ("global_weighted_f1", "weighted F1"),
+        ("global_mcc", "MCC"),
+        ("global_g_mean", "G-mean"),
+        ("hospital_accuracy_mean", "mean hospital acc."),  # what a local-only row is read on
+        ("hospital_quadratic_kappa_mean", "mean hospital κ"),
         ("hospital_accuracy_worst10", "worst-10% hospital acc."),
     ),
     report_columns=(
@@ -94,7 +101,12 @@ CLASSIFICATION = register_task(TaskSpec(
         ("global_loss", "loss"), ("global_val_accuracy", "val acc."), ("global_val_balanced_accuracy", "val bal. acc."),
         ("global_val_loss", "val loss"),
     ),
-    labels={"global_accuracy": "global test accuracy", "hospital_accuracy_worst10": "worst-10% hospital accuracy"},
+    labels={
+        "global_accuracy": "global test accuracy", "hospital_accuracy_worst10": "worst-10% hospital accuracy",
+        "global_quadratic_kappa": "quadratically weighted Cohen's κ (global test)",
+        "hospital_accuracy_mean": "mean accuracy at the hospitals (own test splits)",
+        "hospital_quadratic_kappa_mean": "mean quadratic κ at the hospitals (own test splits)",
+    },
     check=_check,
     heterogeneity_axes={
         "alpha": lambda alpha: {"data": {"partition": {"scheme": "dirichlet", "alpha": alpha}}},
