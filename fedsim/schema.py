@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
 
 from fedsim.errors import ConfigError
 from fedsim.registry import Registry
@@ -24,6 +24,11 @@ class Strict(BaseModel):
     """No unknown keys, no type coercion, immutable."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+#: Annotate a tuple field with this (`Annotated[tuple[...], LISTED]`) so that the YAML list a user
+#: writes validates under strict mode, which otherwise accepts only a tuple for it.
+LISTED = BeforeValidator(lambda value: tuple(value) if isinstance(value, list) else value)
 
 
 class Pluggable(Strict):

@@ -6,11 +6,11 @@ bit for bit those without systems realism.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
-from fedsim.schema import Strict
+from fedsim.schema import LISTED, Strict
 
 if TYPE_CHECKING:
     from fedsim.config import Config
@@ -29,13 +29,8 @@ class TierConfig(Strict):
     samples_per_second: float = Field(gt=0)
     uplink: float = Field(gt=0, description="bytes per second, hospital -> server")
     downlink: float = Field(gt=0, description="bytes per second, server -> hospital")
-    online: tuple[float, float] = (0.0, 24.0)
+    online: Annotated[tuple[float, float], LISTED] = (0.0, 24.0)
     dropout: float = Field(0.0, ge=0, lt=1)
-
-    @field_validator("online", mode="before")
-    @classmethod
-    def _pair(cls, value: Any) -> Any:
-        return tuple(value) if isinstance(value, list) else value
 
     @model_validator(mode="after")
     def _hours(self) -> "TierConfig":
@@ -66,16 +61,11 @@ class SystemsConfig(Strict):
       (k = sampling.clients_per_round) to arrive.
     """
 
-    tiers: tuple[TierConfig, ...] = DEFAULT_TIERS
+    tiers: Annotated[tuple[TierConfig, ...], LISTED] = DEFAULT_TIERS
     start_hour: float = Field(9.0, ge=0, lt=24)
     deadline: float | None = Field(None, gt=0, description="seconds; none: wait for every hospital that did not drop out")
     stragglers: Literal["drop", "partial"] = "drop"
     over_selection: float = Field(0.0, ge=0)
-
-    @field_validator("tiers", mode="before")
-    @classmethod
-    def _listed(cls, value: Any) -> Any:
-        return tuple(value) if isinstance(value, list) else value
 
     @model_validator(mode="after")
     def _consistent(self) -> "SystemsConfig":
