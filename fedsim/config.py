@@ -18,6 +18,7 @@ from fedsim.yamlio import load_yaml
 from fedsim.pipeline.base import StageConfig
 from fedsim.attacks import AttackConfig
 from fedsim.privacy.secagg import SecureAggregationConfig
+from fedsim.protocol import FINE_TUNING
 from fedsim.privacy.settings import CompressionConfig, PrivacyConfig, refuse_other_strategies
 from fedsim.quarantine import QuarantineConfig
 from fedsim.schema import Strict as _Strict
@@ -204,6 +205,10 @@ class EvalConfig(_Strict):
     every: int = Field(1, ge=1, description="evaluate the global model every N rounds (and after the last)")
     hospitals: Literal["all", "sampled"] = "all"
     batch_size: int = Field(512, ge=1)
+    personalise_steps: int = Field(
+        0, ge=0, description="fine-tune a copy of each scored hospital's model for this many local steps on its own "
+        "training data and score it too (personalised_* in hospital_eval.parquet); 0 = off"
+    )
 
 
 class TrackingConfig(_Strict):
@@ -297,6 +302,8 @@ class Config(_Strict):
         ]
         if self.privacy is not None:
             needed.append((f"privacy.mechanism: {self.privacy.mechanism}", self.privacy.requirements()))
+        if self.eval.personalise_steps:
+            needed.append(("eval.personalise_steps", {FINE_TUNING: "it fine-tunes each scored hospital's model"}))
         for part, needs in needed:
             for capability, why in needs.items():
                 if capability not in spec.capabilities:

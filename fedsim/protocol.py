@@ -17,6 +17,10 @@ PLAIN_SGD = "plain local SGD at train.lr"
 NORMALIZATION_LAYERS = "normalisation layers"
 VALIDATION_METRICS = "validation accuracy and loss"
 DP_SGD = "sample-level DP-SGD in local training (Opacus)"
+FINE_TUNING = "local fine-tuning of a copy of a model (Task.fine_tune)"
+HEAD_FIRST = "head-then-body local training (LocalPlan.head_keys, head_epochs)"
+PROXIMAL_ANCHOR = "a proximal term towards a given model (LocalPlan.proximal_anchor)"
+TRAINING_LOSS = "a model's loss on a hospital's training data (Task.train_loss)"
 
 
 @dataclass(frozen=True)
@@ -35,7 +39,10 @@ class LocalPlan:
     - `epochs` of local training;
     - `mu`: FedProx's proximal term, add (mu/2)||w - w_start||^2 to the objective;
     - `gradient_correction`: name -> array added to every gradient (SCAFFOLD's c - c_i);
-    - `fairness_lambda` with `global_loss`: FedMRL's fairness term lambda * (L_h - L_global)^2.
+    - `fairness_lambda` with `global_loss`: FedMRL's fairness term lambda * (L_h - L_global)^2;
+    - `proximal_anchor`: the point `mu`'s term pulls towards instead of the start (Ditto's w_global);
+    - `head_keys` with `head_epochs`: FedRep's alternating rule, first `head_epochs` epochs train only
+      the head (those parameters; the body frozen), then `epochs` train only the body.
     """
 
     epochs: int
@@ -43,6 +50,9 @@ class LocalPlan:
     gradient_correction: Mapping[str, np.ndarray] | None = None
     fairness_lambda: float = 0.0
     global_loss: float = float("nan")
+    proximal_anchor: Mapping[str, np.ndarray] | None = None
+    head_keys: frozenset[str] = frozenset()
+    head_epochs: int = 0
 
     def terms(self) -> frozenset[str]:
         """The local-objective terms this plan switches on."""
@@ -53,6 +63,10 @@ class LocalPlan:
             used.add(GRADIENT_CORRECTION)
         if self.fairness_lambda > 0:
             used.add(FAIRNESS)
+        if self.proximal_anchor is not None:
+            used.add(PROXIMAL_ANCHOR)
+        if self.head_keys:
+            used.add(HEAD_FIRST)
         return frozenset(used)
 
 
@@ -62,12 +76,15 @@ class Instruction:
 
     `weight` is the hospital's share of the aggregate, fixed before training so that workers can
     sum weighted contributions (a strategy that weighs after training replaces it with the
-    weight its `weigh` returns).
+    weight its `weigh` returns). `model`: which of the broadcast's models (`Strategy.models`) the
+    hospital works with; the hospital itself sets it, to the one of lowest loss on its own
+    training data (IFCA's cluster), where the strategy offers more than one.
     """
 
     hospital: int
     weight: float
     plan: LocalPlan
+    model: int = 0
 
 
 @dataclass

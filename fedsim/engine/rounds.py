@@ -87,7 +87,7 @@ def run_round(backend: Backend, task: Task, round_index: int, cohort: Cohort, sc
     hospital_scores: dict[int, dict[str, float]] = {}
     global_metrics: dict[str, float] = {}
     if scored is not None:
-        hospital_scores, outputs = backend.evaluate(scored, task.global_eval_units())
+        hospital_scores, outputs = backend.evaluate(scored, task.global_eval_units(), round_index)
         global_metrics = task.global_metrics(outputs)
         backend.observe(round_index, global_metrics, hospital_scores)
     return RoundOutcome(round_index, instructions, reports, round_metrics, hospital_scores, global_metrics, bytes_sent)

@@ -61,6 +61,17 @@ class Task(ABC):
         (fedsim.tasks.registry); config validation refuses strategies that need others.
         """
 
+    def fine_tune(self, hospital: int, params: Params, steps: int, state: Any, seed: int) -> Params:
+        """A copy of `params` trained `steps` local steps on the hospital's own training data
+        (evaluation's personalisation); `params` and `state` stay as they are. Offered where the
+        spec lists fedsim.protocol.FINE_TUNING."""
+        raise NotImplementedError(f"{type(self).__name__} cannot fine-tune")
+
+    def train_loss(self, hospital: int, params: Params, state: Any) -> float:
+        """The loss of `params` on the hospital's own training data (IFCA's cluster choice; never
+        test data). Offered where the spec lists fedsim.protocol.TRAINING_LOSS."""
+        raise NotImplementedError(f"{type(self).__name__} has no training loss")
+
     @abstractmethod
     def evaluate_hospital(self, hospital: int, params: Params, state: Any) -> dict[str, float]:
         """Metrics of `params` on the hospital's own held-out split (including `hospital_metric`)."""

@@ -8,10 +8,14 @@ from typing import Any
 from fedsim.protocol import (
     DP_SGD,
     FAIRNESS,
+    FINE_TUNING,
     GRADIENT_CORRECTION,
+    HEAD_FIRST,
     NORMALIZATION_LAYERS,
     PLAIN_SGD,
     PROXIMAL,
+    PROXIMAL_ANCHOR,
+    TRAINING_LOSS,
     VALIDATION_METRICS,
 )
 from fedsim.results import ROUNDS
@@ -54,7 +58,8 @@ def _check(config: Any) -> None:
 CLASSIFICATION = register_task(TaskSpec(
     name="classification",
     build=_build,
-    capabilities=frozenset({PROXIMAL, GRADIENT_CORRECTION, FAIRNESS, PLAIN_SGD, NORMALIZATION_LAYERS, VALIDATION_METRICS, DP_SGD}),
+    capabilities=frozenset({PROXIMAL, GRADIENT_CORRECTION, FAIRNESS, PLAIN_SGD, NORMALIZATION_LAYERS, VALIDATION_METRICS, DP_SGD,
+                        FINE_TUNING, HEAD_FIRST, PROXIMAL_ANCHOR, TRAINING_LOSS}),
     num_hospitals=lambda config: config.data.hospitals,
     hospitals_key="data.hospitals",
     describe=_describe,

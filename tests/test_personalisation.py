@@ -1,0 +1,93 @@
+"""Personalisation and clustered FL, each pinned to a hand-checkable property: fine-tuning before
+evaluation (eval.personalise_steps), FedPer / FedRep's local heads, Ditto's personal models and
+IFCA's cluster models."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from fedsim.config import load_config
+from fedsim.engine.worker import WorkerCore
+from fedsim.errors import ConfigError
+from fedsim.pipeline.base import Pipeline
+from fedsim.protocol import Cohort, HospitalState, LocalPlan
+from fedsim.seeding import Stream, seed_for
+from fedsim.simulation import Simulation
+from fedsim.strategies.fedavg import FedAvg
+from fedsim.tasks.factory import build_task
+from in_process import SEED, one_round
+
+IMAGES = ["data.source={kind: synthetic, classes: 2, train_samples: 240, test_samples: 40}", "data.hospitals=3",
+          "data.partition={scheme: iid}", "train.batch_size=16"]
+SCHEDULING = [
+    "task=scheduling", "scheduling.hospitals=2", "scheduling.eval_episodes=1", "scheduling.env.episode_hours=4",
+    "scheduling.dqn={steps_per_epoch: 40, learning_starts: 20, buffer_size: 100, batch_size: 8, "
+    "target_update_steps: 50, exploration_steps: 100}",
+]
+
+
+@pytest.fixture(scope="module")
+def image_task():
+    return build_task(load_config(None, IMAGES))
+
+
+def cohort_of(task, hospitals=None, epochs=1) -> Cohort:
+    ids = np.array(hospitals if hospitals is not None else range(task.num_hospitals))
+    return Cohort(ids, task.hospital_sizes()[ids], np.full(len(ids), epochs))
+
+
+def same(one: dict, two: dict) -> bool:
+    return one.keys() == two.keys() and all(np.array_equal(one[k], two[k]) for k in one)
+
+
+# ----- fine-tuning before evaluation -------------------------------------------------------------
+def test_fine_tuning_with_zero_steps_is_plain_global_evaluation(image_task) -> None:
+    params = image_task.initial_params(0)
+    assert same(image_task.fine_tune(0, params, 0, None, SEED), params)
+    for hospital in range(3):
+        tuned = image_task.fine_tune(hospital, params, 0, None, SEED)
+        assert image_task.evaluate_hospital(hospital, tuned, None) == image_task.evaluate_hospital(hospital, params, None)
+    scores, _ = WorkerCore(image_task, FedAvg(), Pipeline([]), False, 1, personalise_steps=0).evaluate(params, [0, 1, 2], [], None, None, None)
+    assert scores == [image_task.evaluate_hospital(h, params, None) for h in range(3)]  # and no personalised_* columns
+
+
+def test_fine_tuning_scores_a_seeded_copy_beside_the_untouched_global_model(image_task) -> None:
+    broadcast, *_ = one_round(image_task, FedAvg(), cohort_of(image_task))
+    before = copy.deepcopy(broadcast)
+    units = list(range(image_task.global_eval_units()))
+    plain, plain_outputs = WorkerCore(image_task, FedAvg(), Pipeline([]), False, 1).evaluate(broadcast, [0, 1, 2], units, *[None] * 3)
+    tuning = WorkerCore(image_task, FedAvg(), Pipeline([]), False, 1, personalise_steps=5)
+    scores, outputs = tuning.evaluate(broadcast, [0, 1, 2], units, *[None] * 3, round_index=4, run_seed=SEED)
+    assert same(broadcast, before)  # the global model, bit for bit
+    assert all(np.array_equal(a, b) for a, b in zip(outputs, plain_outputs))
+    for hospital, (mine, global_only) in enumerate(zip(scores, plain)):
+        assert {k: mine[k] for k in global_only} == global_only
+        tuned = image_task.fine_tune(hospital, broadcast, 5, None, seed_for(SEED, Stream.FINE_TUNE, 4, hospital))
+        assert not same(tuned, broadcast)
+        expected = image_task.evaluate_hospital(hospital, tuned, None)
+        assert mine["personalised_accuracy"] == expected["accuracy"] and mine["personalised_loss"] == expected["loss"]
+
+
+def test_personalised_metrics_reach_hospital_eval(tmp_path: Path) -> None:
+    config = load_config(None, IMAGES + ["rounds=2", "engine.backend=in_process", "eval.personalise_steps=3"])
+    Simulation(config, tmp_path / "run", quiet=True).run()
+    table = pq.read_table(tmp_path / "run" / "hospital_eval.parquet").to_pydict()
+    assert len(table["personalised_accuracy"]) == 6 and len(table["accuracy"]) == 6
+    assert table["personalised_loss"] != table["loss"]
+
+
+def test_scheduling_fine_tuning_trains_a_copy_and_leaves_the_learner_state() -> None:
+    task = build_task(load_config(None, SCHEDULING))
+    params = task.initial_params(0)
+    trained = task.train(0, params, LocalPlan(epochs=1), None, SEED)
+    frozen = copy.deepcopy(trained.state)
+    tuned = task.fine_tune(0, trained.params, 10, trained.state, SEED)  # past learning_starts: 10 gradient steps
+    assert not same(tuned, trained.params)
+    assert same(vars(trained.state.buffer), vars(frozen.buffer)) and same(trained.state.target, frozen.target)
+    assert trained.state.env_steps == frozen.env_steps
+    assert same(task.fine_tune(0, trained.params, 10, trained.state, SEED), tuned)  # seeded
