@@ -91,3 +91,83 @@ def test_scheduling_fine_tuning_trains_a_copy_and_leaves_the_learner_state() -> 
     assert same(vars(trained.state.buffer), vars(frozen.buffer)) and same(trained.state.target, frozen.target)
     assert trained.state.env_steps == frozen.env_steps
     assert same(task.fine_tune(0, trained.params, 10, trained.state, SEED), tuned)  # seeded
+
+
+# ----- FedPer / FedRep ---------------------------------------------------------------------------
+class Recording:
+    """Wraps a strategy's aggregate to keep what the server summed."""
+
+    def __init__(self, strategy) -> None:
+        self.totals: list[dict] = []
+        original = strategy.aggregate
+
+        def aggregate(round_index, broadcast, aggregate):
+            self.totals.append(aggregate.total)
+            return original(round_index, broadcast, aggregate)
+
+        strategy.aggregate = aggregate
+
+
+def test_default_head_is_the_final_linear_layer(image_task) -> None:
+    from fedsim.models import model_factory
+    from fedsim.strategies.fedper import head_keys
+
+    assert head_keys(image_task.new_module(), None) == {"head.3.weight", "head.3.bias"}
+    assert head_keys(model_factory("resnet18")(1, 2), None) == {"fc.weight", "fc.bias"}
+    dqn = build_task(load_config(None, SCHEDULING)).new_module()
+    last = len(dqn.net) - 1
+    assert head_keys(dqn, None) == {f"net.{last}.weight", f"net.{last}.bias"}
+    with pytest.raises(ConfigError, match="strategy.head"):
+        head_keys(image_task.new_module(), "nothing.")
+
+
+def test_fedper_head_never_leaves_the_hospital_and_the_body_is_fedavgs(image_task) -> None:
+    from fedsim.strategies.fedper import FedPer, head_keys
+
+    head = head_keys(image_task.new_module(), None)
+    strategy = FedPer(head)
+    recorder = Recording(strategy)
+    initial = image_task.initial_params(0)
+    cohort = cohort_of(image_task)
+    shared, reports, states, _ = one_round(image_task, strategy, cohort)
+    fedavg, *_ = one_round(image_task, FedAvg(), cohort)
+    assert not head & set(recorder.totals[0])  # the server's aggregate holds no head entry
+    assert all(np.array_equal(shared[k], initial[k]) for k in head)
+    assert all(np.array_equal(shared[k], fedavg[k]) for k in shared if k not in head)  # FedAvg's mean of bodies
+    assert reports[0].upload_bytes == sum(4 * v.size for k, v in initial.items() if k not in head and v.dtype.kind == "f")
+    for hospital in range(3):
+        own = image_task.train(hospital, initial, LocalPlan(1), None, seed_for(SEED, Stream.LOCAL_TRAINING, 1, hospital))
+        assert same(states[hospital].strategy, {k: own.params[k] for k in head})
+    worker = WorkerCore(image_task, strategy, Pipeline([]), False, 1)
+    with_head, _ = worker.evaluate(shared, [0], [], states[0])
+    assert with_head == [image_task.evaluate_hospital(0, {**shared, **states[0].strategy}, None)]  # scored with its own head
+    # round 2 starts from the hospital's own head
+    _, _, second, _ = one_round(image_task, strategy, cohort, broadcast=shared, states=states)
+    start = {**shared, **states[1].strategy}
+    own = image_task.train(1, start, LocalPlan(1), None, seed_for(SEED, Stream.LOCAL_TRAINING, 1, 1))
+    assert same(second[1].strategy, {k: own.params[k] for k in head})
+
+
+def test_fedrep_trains_the_head_with_the_body_frozen_then_the_body_with_the_head_frozen(image_task) -> None:
+    from fedsim.strategies.fedper import head_keys
+
+    head = head_keys(image_task.new_module(), None)
+    start = image_task.initial_params(0)
+    trained = [k for k in start if k.endswith(("weight", "bias"))]
+
+    def moved(head_epochs: int, epochs: int) -> set[str]:
+        result = image_task.train(0, start, LocalPlan(epochs, head_keys=head, head_epochs=head_epochs), None, SEED)
+        return {k for k in trained if not np.array_equal(result.params[k], start[k])}
+
+    assert moved(1, 0) == head
+    assert moved(0, 1) == set(trained) - head
+
+
+@pytest.mark.parametrize(("settings", "field"), [
+    (SCHEDULING + ["strategy=fedrep"], "strategy.name: fedrep needs head-then-body"),
+    (IMAGES + ["strategy=fedrep", "privacy={mechanism: dp_sgd, clip_norm: 1.0, noise_multiplier: 1.0}"], "two optimisers"),
+])
+def test_refused_combinations_say_so_in_one_line(settings, field) -> None:
+    with pytest.raises(ConfigError, match=field) as error:
+        load_config(None, settings)
+    assert "\n" not in str(error.value)
