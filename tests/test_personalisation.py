@@ -14,6 +14,7 @@ import pytest
 from fedsim.config import load_config
 from fedsim.engine.worker import WorkerCore
 from fedsim.errors import ConfigError
+from fedsim.params import is_trained
 from fedsim.pipeline.base import Pipeline
 from fedsim.protocol import Cohort, HospitalState, LocalPlan
 from fedsim.seeding import Stream, seed_for
@@ -165,9 +166,50 @@ def test_fedrep_trains_the_head_with_the_body_frozen_then_the_body_with_the_head
 
 @pytest.mark.parametrize(("settings", "field"), [
     (SCHEDULING + ["strategy=fedrep"], "strategy.name: fedrep needs head-then-body"),
+    (SCHEDULING + ["strategy=ditto"], "strategy.name: ditto needs a proximal term towards a given model"),
     (IMAGES + ["strategy=fedrep", "privacy={mechanism: dp_sgd, clip_norm: 1.0, noise_multiplier: 1.0}"], "two optimisers"),
 ])
 def test_refused_combinations_say_so_in_one_line(settings, field) -> None:
     with pytest.raises(ConfigError, match=field) as error:
         load_config(None, settings)
     assert "\n" not in str(error.value)
+
+
+# ----- Ditto ------------------------------------------------------------------------------------
+def distance(one: dict, two: dict) -> float:
+    """Over trained parameters (BatchNorm's running statistics are not pulled by a loss)."""
+    return float(np.sqrt(sum(np.sum((one[k].astype(np.float64) - two[k]) ** 2) for k in one if is_trained(k, one[k]))))
+
+
+def test_ditto_trains_fedavg_and_keeps_a_personal_model_that_lambda_zero_leaves_local(image_task) -> None:
+    from fedsim.strategies.ditto import Ditto
+
+    cohort = cohort_of(image_task)
+    initial = image_task.initial_params(0)
+    shared, reports, states, _ = one_round(image_task, Ditto(0.0), cohort)
+    fedavg, *_ = one_round(image_task, FedAvg(), cohort)
+    assert same(shared, fedavg)  # the global model is FedAvg's, bit for bit
+    for hospital in range(3):
+        local = image_task.train(hospital, initial, LocalPlan(1), None, seed_for(SEED, Stream.PERSONAL_TRAINING, 1, hospital))
+        assert same(states[hospital].strategy, local.params)  # lambda = 0: local training from w
+        assert reports[hospital].metrics["personal_train_loss"] == local.metrics["train_loss"]
+    worker = WorkerCore(image_task, Ditto(0.0), Pipeline([]), False, 1)
+    scores, _ = worker.evaluate(shared, [0], [], states[0])
+    assert scores == [image_task.evaluate_hospital(0, states[0].strategy, None)]  # scored with v_0
+
+
+def test_ditto_with_a_large_lambda_keeps_the_personal_model_near_the_global(image_task) -> None:
+    from fedsim.strategies.ditto import Ditto
+
+    cohort = cohort_of(image_task, [0], epochs=2)
+    # round 2: v_0 starts from its round-1 model, away from the new global model w
+    _, _, states, _ = one_round(image_task, Ditto(0.0), cohort)
+    w, *_ = one_round(image_task, FedAvg(), cohort_of(image_task))
+
+    def drift(lam: float) -> float:
+        _, _, after, _ = one_round(image_task, Ditto(lam), cohort, broadcast=w, states=states)
+        return distance(after[0].strategy, w)
+
+    free, pulled = drift(0.0), drift(10.0)  # lr * lam = 0.5: each step halves v - w, besides the loss's pull
+    assert pulled < 0.25 * free
+    assert pulled < 0.5 * distance(states[0].strategy, w)  # closer to w than where it started
