@@ -167,6 +167,7 @@ def test_fedrep_trains_the_head_with_the_body_frozen_then_the_body_with_the_head
 @pytest.mark.parametrize(("settings", "field"), [
     (SCHEDULING + ["strategy=fedrep"], "strategy.name: fedrep needs head-then-body"),
     (SCHEDULING + ["strategy=ditto"], "strategy.name: ditto needs a proximal term towards a given model"),
+    (SCHEDULING + ["strategy=ifca"], "strategy.name: ifca needs a model.s loss on a hospital.s training data"),
     (IMAGES + ["strategy=fedrep", "privacy={mechanism: dp_sgd, clip_norm: 1.0, noise_multiplier: 1.0}"], "two optimisers"),
 ])
 def test_refused_combinations_say_so_in_one_line(settings, field) -> None:
@@ -213,3 +214,83 @@ def test_ditto_with_a_large_lambda_keeps_the_personal_model_near_the_global(imag
     free, pulled = drift(0.0), drift(10.0)  # lr * lam = 0.5: each step halves v - w, besides the loss's pull
     assert pulled < 0.25 * free
     assert pulled < 0.5 * distance(states[0].strategy, w)  # closer to w than where it started
+
+
+# ----- IFCA -------------------------------------------------------------------------------------
+def ifca(task, clusters: int):
+    from fedsim.strategies.ifca import IFCAConfig
+
+    config = load_config(None, IMAGES + ["strategy={name: ifca, clusters: %d}" % clusters])
+    return IFCAConfig(clusters=clusters).build(config, task)
+
+
+def test_ifca_with_one_cluster_is_fedavg_bit_for_bit(image_task) -> None:
+    strategy = ifca(image_task, 1)
+    cohort = cohort_of(image_task)
+    broadcast = strategy.initial_broadcast(image_task.initial_params(0))
+    averaged = image_task.initial_params(0)
+    for _ in range(2):
+        broadcast, reports, _, metrics = one_round(image_task, strategy, cohort, broadcast=broadcast)
+        averaged, *_ = one_round(image_task, FedAvg(), cohort, broadcast=averaged)
+        assert same(strategy.global_params(broadcast), averaged)
+        assert [r.metrics["cluster"] for r in reports] == [0.0] * 3 and metrics["cluster0_hospitals"] == 3
+
+
+def test_ifca_hospitals_choose_by_training_loss_and_each_cluster_averages_its_members(image_task) -> None:
+    strategy = ifca(image_task, 3)
+    start = strategy.initial_broadcast(image_task.initial_params(0))
+    broadcast, reports, _, metrics = one_round(image_task, strategy, cohort_of(image_task))
+    models = strategy.models(start)
+    sizes = image_task.hospital_sizes()
+    chosen = {}
+    for hospital in range(3):
+        losses = [image_task.train_loss(hospital, model, None) for model in models]
+        chosen[hospital] = int(np.argmin(losses))
+        assert reports[hospital].metrics["cluster"] == chosen[hospital]
+    for cluster, model in enumerate(strategy.models(broadcast)):
+        members = [h for h in chosen if chosen[h] == cluster]
+        assert metrics[f"cluster{cluster}_hospitals"] == len(members)
+        if not members:
+            assert same(model, models[cluster])
+            continue
+        trained = [image_task.train(h, models[cluster], LocalPlan(1), None, seed_for(SEED, Stream.LOCAL_TRAINING, 1, h)).params
+                   for h in members]
+        share = sizes[members] / sizes[members].sum()
+        for name in ("head.3.weight", "features.0.weight"):
+            expected = sum(s * p[name].astype(np.float64) for s, p in zip(share, trained))
+            np.testing.assert_allclose(model[name], expected, rtol=1e-5, atol=1e-6)
+
+
+def halves(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Easy images: class 1 bright in the bottom half, class 0 in the top half."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, count)
+    images = rng.integers(0, 60, (count, 1, 28, 28)).astype(np.uint8)
+    for image, label in zip(images, labels):
+        image[0, 14:] += 150 if label else 0
+        image[0, :14] += 0 if label else 150
+    return images, labels
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_ifca_separates_two_groups_of_hospitals_with_opposite_labels(seed: int, tmp_path: Path) -> None:
+    from fedsim.attacks import attackers
+    from fedsim.data.custom import dataset_from_arrays
+
+    dataset = dataset_from_arrays(halves(480, 1), halves(96, 2), classes=2)
+    config = load_config(None, [
+        "data.source={kind: custom}", "data.hospitals=6", "data.partition={scheme: iid}", "train.batch_size=16",
+        "train.epochs=1", "rounds=3", "engine.backend=in_process", "strategy={name: ifca, clusters: 2}",
+        "attack={kind: label_flip, fraction: 0.5}", f"seed={seed}",  # half the hospitals: training labels y -> 1 - y
+    ])
+    Simulation(config, tmp_path / "run", quiet=True, dataset=dataset).run()
+    clients = pq.read_table(tmp_path / "run" / "clients.parquet").to_pandas()
+    last = clients[clients["round"] == 3].set_index("hospital")["cluster"]
+    flipped = sorted(attackers(seed, 6, 0.5))
+    assert last[flipped].nunique() == 1 and last.drop(flipped).nunique() == 1
+    assert last[flipped].iloc[0] != last.drop(flipped).iloc[0]
+    # each hospital is scored with its own cluster's model: the flipped group's model learnt
+    # flipped labels, so it fails the (true-labelled) test splits the other group's passes
+    scores = pq.read_table(tmp_path / "run" / "hospital_eval.parquet").to_pandas()
+    accuracy = scores[scores["round"] == 3].set_index("hospital")["accuracy"]
+    assert accuracy[flipped].max() < 0.2 and accuracy.drop(flipped).min() > 0.8
