@@ -6,6 +6,10 @@ sum: the server never receives a full update per hospital. Only robust strategie
 (`Strategy.sends_individual_updates`: median, trimmed mean, Krum) make the worker send each
 hospital's contribution itself, since their rules are not sums.
 
+Where the strategy offers several models (IFCA's clusters), each hospital works with the one of
+lowest loss on its own training data; where it keeps a personal model (Ditto's v_k), the worker
+trains that too after the shared one and keeps it as the hospital's strategy state.
+
 Before a contribution is summed, the pipeline's screen (fedsim.quarantine) checks it; a
 quarantined hospital is not added and keeps its state from before the round.
 
