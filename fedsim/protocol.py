@@ -63,10 +63,6 @@ class LocalPlan:
             used.add(GRADIENT_CORRECTION)
         if self.fairness_lambda > 0:
             used.add(FAIRNESS)
-        if self.proximal_anchor is not None:
-            used.add(PROXIMAL_ANCHOR)
-        if self.head_keys:
-            used.add(HEAD_FIRST)
         return frozenset(used)
 
 

@@ -294,3 +294,17 @@ def test_ifca_separates_two_groups_of_hospitals_with_opposite_labels(seed: int, 
     scores = pq.read_table(tmp_path / "run" / "hospital_eval.parquet").to_pandas()
     accuracy = scores[scores["round"] == 3].set_index("hospital")["accuracy"]
     assert accuracy[flipped].max() < 0.2 and accuracy.drop(flipped).min() > 0.8
+
+
+# ----- on Ray -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("settings", [
+    ["strategy={name: ifca, clusters: 2}", "eval.personalise_steps=2"],
+    ["strategy=ditto"],
+], ids=["ifca+fine-tuning", "ditto"])
+def test_ray_and_in_process_backends_agree_bitwise(settings: list[str], ray_cluster, tmp_path: Path) -> None:
+    from test_faults import SMALL, assert_same_run
+
+    overrides = SMALL + ["rounds=2", "sampling.clients_per_round=5", "engine.workers=2", *settings]
+    for backend in ("ray", "in_process"):
+        Simulation(load_config(None, overrides + [f"engine.backend={backend}"]), tmp_path / backend, quiet=True).run()
+    assert_same_run(tmp_path / "ray", tmp_path / "in_process")
