@@ -8,12 +8,16 @@ model, wherever that class lives (a fedsim module or user code).
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from fedsim.errors import ConfigError
 from fedsim.registry import Registry
+
+if TYPE_CHECKING:
+    from fedsim.config import Config
+    from fedsim.tasks.base import Task
 
 
 class Strict(BaseModel):
@@ -23,10 +27,19 @@ class Strict(BaseModel):
 
 
 class Pluggable(Strict):
-    """A config section picked by name from a registry (see the module docstring)."""
+    """A config section picked by name from a registry (see the module docstring): the settings
+    of one plug-in, which `build` turns into the working object for a run."""
 
     registry: ClassVar[Registry[type["Pluggable"]]]
     tag: ClassVar[str]
+
+    def build(self, config: "Config", task: "Task") -> Any:
+        """The plug-in for a run of `config` on `task`."""
+        raise NotImplementedError(f"{self.registry.kind} {getattr(self, self.tag)}: its config must define build()")
+
+    def requirements(self) -> Mapping[str, str]:
+        """What the plug-in needs of the task (fedsim.protocol capabilities), each with why."""
+        return {}
 
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:

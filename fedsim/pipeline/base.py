@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 from abc import ABC
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 import numpy as np
 
@@ -43,13 +43,6 @@ class StageConfig(Pluggable):
     registry = STAGES
     tag = "stage"
     stage: str
-
-    def build(self, config: "Config", task: "Task") -> "UpdateStage":
-        raise NotImplementedError(f"update stage {self.stage}: its config must define build()")
-
-    def requirements(self) -> Mapping[str, str]:
-        """What the stage needs of the task (fedsim.protocol capabilities), each with why."""
-        return {}
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 import numpy as np
 
@@ -25,7 +25,6 @@ from fedsim.schema import Pluggable
 
 if TYPE_CHECKING:
     from fedsim.config import Config
-    from fedsim.tasks.base import Task
 
 STRATEGIES: Registry[type["StrategyConfig"]] = Registry("strategy", "fedsim.strategies")
 
@@ -36,14 +35,6 @@ class StrategyConfig(Pluggable):
     registry = STRATEGIES
     tag = "name"
     name: str
-
-    def build(self, config: "Config", task: "Task") -> "Strategy":
-        """The strategy for a run of `config` on `task`."""
-        raise NotImplementedError(f"strategy {self.name}: its config must define build()")
-
-    def requirements(self) -> Mapping[str, str]:
-        """What the strategy needs of the task (fedsim.protocol capabilities), each with why."""
-        return {}
 
     def check(self, config: "Config") -> None:
         """Refuse settings elsewhere in the config that this strategy cannot work with (raise
