@@ -17,7 +17,6 @@ from fedsim.errors import ConfigError
 from fedsim.yamlio import load_yaml
 from fedsim.pipeline.base import StageConfig
 from fedsim.attacks import AttackConfig
-from fedsim.protocol import VECTORIZED_TRAINING
 from fedsim.privacy.secagg import SecureAggregationConfig
 from fedsim.privacy.settings import CompressionConfig, PrivacyConfig, refuse_other_strategies
 from fedsim.quarantine import QuarantineConfig
@@ -25,7 +24,7 @@ from fedsim.schema import Strict as _Strict
 from fedsim.schema import one_line_error
 from fedsim.strategies.base import StrategyConfig
 from fedsim.systems.config import SystemsConfig, check_sampling
-from fedsim.protocol import PARTIAL_WORK
+from fedsim.protocol import FINE_TUNING, HEAD_FIRST, PARTIAL_WORK, VECTORIZED_TRAINING
 from fedsim.tasks.registry import TASKS, task_spec
 
 __all__ = ["Config", "ConfigError", "load_config", "parse_config", "one_line_error"]
@@ -272,6 +271,10 @@ class EvalConfig(_Strict):
     every: int = Field(1, ge=1, description="evaluate the global model every N rounds (and after the last)")
     hospitals: Literal["all", "sampled"] = "all"
     batch_size: int = Field(512, ge=1)
+    personalise_steps: int = Field(
+        0, ge=0, description="fine-tune a copy of each scored hospital's model for this many local steps on its own "
+        "training data and score it too (personalised_* in hospital_eval.parquet); 0 = off"
+    )
 
 
 class TrackingConfig(_Strict):
@@ -372,6 +375,8 @@ class Config(_Strict):
             needed.append(("systems.stragglers: partial", {PARTIAL_WORK: "only the local steps that fit the deadline"}))
         if self.engine.vectorized_hospitals:
             needed.append(("engine.vectorized_hospitals", {VECTORIZED_TRAINING: "several hospitals of a worker trained as one model"}))
+        if self.eval.personalise_steps:
+            needed.append(("eval.personalise_steps", {FINE_TUNING: "it fine-tunes each scored hospital's model"}))
         for part, needs in needed:
             for capability, why in needs.items():
                 if capability not in spec.capabilities:
@@ -406,6 +411,8 @@ class Config(_Strict):
              "federated dropout trains a different sub-network per hospital, which the vmapped trainer does not mask"),
             (self.systems is not None and self.systems.stragglers == "partial",
              "partial work stops each hospital after its own step budget, which the vmapped trainer does not"),
+            (HEAD_FIRST in self.strategy.requirements(),
+             f"strategy {self.strategy.name} trains the head and then the body, which the vmapped trainer does not"),
         )
         for applies, why in unsupported:
             if applies:

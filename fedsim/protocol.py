@@ -21,6 +21,10 @@ SUBNETWORK = "training a given sub-network of the model (federated dropout)"
 PARTIAL_WORK = "a local step budget (LocalPlan.max_steps)"
 VECTORIZED_TRAINING = "vectorised local training (torch.func.vmap)"
 POOLED_DATA = "training on several hospitals' pooled training data at one site"
+FINE_TUNING = "local fine-tuning of a copy of a model (Task.fine_tune)"
+HEAD_FIRST = "head-then-body local training (LocalPlan.head_keys, head_epochs)"
+PROXIMAL_ANCHOR = "a proximal term towards a given model (LocalPlan.proximal_anchor)"
+TRAINING_LOSS = "a model's loss on a hospital's training data (Task.train_loss)"
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,9 @@ class LocalPlan:
       the deadline); None: all of `epochs`.
     - `pooled`: train on these hospitals' training data pooled, instead of the hospital's own
       (the centralised baseline's site; a task offering POOLED_DATA honours it).
+    - `proximal_anchor`: the point `mu`'s term pulls towards instead of the start (Ditto's w_global);
+    - `head_keys` with `head_epochs`: FedRep's alternating rule, first `head_epochs` epochs train only
+      the head (those parameters; the body frozen), then `epochs` train only the body.
     """
 
     epochs: int
@@ -57,6 +64,9 @@ class LocalPlan:
     subnetwork: Any = None
     max_steps: int | None = None
     pooled: tuple[int, ...] = ()
+    proximal_anchor: Mapping[str, np.ndarray] | None = None
+    head_keys: frozenset[str] = frozenset()
+    head_epochs: int = 0
 
     def terms(self) -> frozenset[str]:
         """The local-objective terms this plan switches on."""
@@ -78,12 +88,16 @@ class Instruction:
     sum weighted contributions (a strategy that weighs after training replaces it with the
     weight its `weigh` returns). `stage_settings`: what each update stage's server half tells
     the hospital halves this round, in pipeline order (adaptive clipping's current clip norm).
+    weight its `weigh` returns). `model`: which of the broadcast's models (`Strategy.models`) the
+    hospital works with; the hospital itself sets it, to the one of lowest loss on its own
+    training data (IFCA's cluster), where the strategy offers more than one.
     """
 
     hospital: int
     weight: float
     plan: LocalPlan
     stage_settings: tuple[Any, ...] = ()
+    model: int = 0
 
 
 @dataclass

@@ -33,6 +33,9 @@ class Stream(IntEnum):
     FEDMRL = 101  # fedmrl's QMIX exploration and replay sampling
     SCHEDULING_PROFILES = 200  # each hospital's scheduling profile (arrivals, acuity mix, resources)
     SCHEDULING_EVAL = 201  # the fixed evaluation episodes of the scheduling task
+    FINE_TUNE = 300  # evaluation's fine-tuning of a copy of the model (eval.personalise_steps), per round and hospital
+    PERSONAL_TRAINING = 301  # a hospital's personal model (Ditto's v_k), per round and hospital
+    CLUSTER_INIT = 302  # IFCA's initial cluster models beyond the first, per cluster
 
 
 def seed_for(run_seed: int, stream: Stream, *keys: int) -> int:

@@ -89,9 +89,10 @@ def _kill_driver_after(run: Path, settings: list[str], rounds_done: int) -> None
     ["strategy=fedadam"],
     ["strategy=scaffold", "pipeline=[{stage: clip, max_norm: 1.0}]"],
     ["strategy=fedmrl", "sampling.clients_per_round=6"],
+    ["strategy={name: ifca, clusters: 2}", "eval.personalise_steps=2", "sampling.clients_per_round=6"],
     SCHEDULING,
     ["systems={deadline: 2, stragglers: partial, start_hour: 17.9995}", "sampling.scheme=available", "sampling.clients_per_round=8"],
-], ids=["fedadam", "scaffold+clip", "fedmrl", "scheduling-dqn", "systems-clock"])
+], ids=["fedadam", "scaffold+clip", "fedmrl", "ifca+fine-tuning", "scheduling-dqn", "systems-clock"])
 def test_a_killed_driver_resumes_to_the_bits_of_an_uninterrupted_run(settings: list[str], tmp_path: Path) -> None:
     base = SMALL + ["rounds=4", "engine.backend=in_process"] if settings is not SCHEDULING else ["rounds=4", "engine.backend=in_process"]
     overrides = base + settings

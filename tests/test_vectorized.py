@@ -97,6 +97,8 @@ def test_vectorised_training_is_refused_where_it_does_not_apply() -> None:
         load_config(None, ["engine.vectorized_hospitals=4", "compression={scheme: federated_dropout, fraction: 0.25}"])
     with pytest.raises(ConfigError, match="^engine.vectorized_hospitals: partial work"):
         load_config(None, ["engine.vectorized_hospitals=4", "systems={deadline: 2, stragglers: partial}"])
+    with pytest.raises(ConfigError, match="^engine.vectorized_hospitals: strategy fedrep trains the head and then the body"):
+        load_config(None, ["engine.vectorized_hospitals=4", "strategy=fedrep"])
     with pytest.raises(ConfigError, match="^engine.vectorized_hospitals needs vectorised local training"):
         load_config(None, ["task=scheduling", "engine.vectorized_hospitals=4"])
     with pytest.raises(ConfigError, match="engine.vectorized_hospitals: Input should be greater than or equal to 0"):

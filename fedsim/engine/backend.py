@@ -70,8 +70,9 @@ class Backend(ABC):
         strategy's per-hospital quantities."""
 
     @abstractmethod
-    def evaluate(self, hospitals: list[int], num_units: int) -> tuple[dict[int, dict[str, float]], list[Any]]:
-        """The current broadcast scored on each hospital's own test split, and every global unit's outputs."""
+    def evaluate(self, hospitals: list[int], num_units: int, round_index: int = 0) -> tuple[dict[int, dict[str, float]], list[Any]]:
+        """The current broadcast scored on each hospital's own test split, and every global
+        unit's outputs; `round_index` keys the seeds of evaluation's fine-tuning."""
 
     @abstractmethod
     def observe(self, round_index: int, validation: dict[str, float]) -> None:
@@ -122,7 +123,9 @@ def open_backend(config: Any, task: Any, strategy: Any, pipeline: Any) -> Iterat
     if config.engine.backend == "in_process":
         from fedsim.engine.in_process import InProcessBackend
 
-        backend: Backend = InProcessBackend(task, strategy, pipeline, initial, config.seed, config.num_workers())
+        backend: Backend = InProcessBackend(
+            task, strategy, pipeline, initial, config.seed, config.num_workers(), config.eval.personalise_steps
+        )
         try:
             yield backend
         finally:

@@ -23,12 +23,15 @@ from fedsim.tasks.base import Task
 
 
 class InProcessBackend(Backend):
-    def __init__(self, task: Task, strategy: Strategy, pipeline: Pipeline, initial: Params, run_seed: int, workers: int = 1) -> None:
+    def __init__(
+        self, task: Task, strategy: Strategy, pipeline: Pipeline, initial: Params, run_seed: int, workers: int = 1,
+        personalise_steps: int = 0,
+    ) -> None:
         self.task = task
         self.pipeline = pipeline
         self.run_seed = run_seed
         self.server = ServerCore(strategy, pipeline, initial)
-        self.workers = [WorkerCore(task, strategy, pipeline, use_gpu=False, threads=1) for _ in range(workers)]
+        self.workers = [WorkerCore(task, strategy, pipeline, False, 1, personalise_steps) for _ in range(workers)]
         self.weighs_after_training = strategy.weighs_after_training
         self.holds_contributions = not (strategy.weighs_after_training or strategy.sends_individual_updates)
         self.has_global_model = strategy.has_global_model
@@ -78,11 +81,13 @@ class InProcessBackend(Backend):
         _, metrics, _, hospital_metrics = self.server.aggregate(round_index, instructions, reports, *partials)
         return metrics, hospital_metrics
 
-    def evaluate(self, hospitals: list[int], num_units: int) -> tuple[dict[int, dict[str, float]], list[Any]]:
+    def evaluate(self, hospitals: list[int], num_units: int, round_index: int = 0) -> tuple[dict[int, dict[str, float]], list[Any]]:
         per_hospital: dict[int, dict[str, float]] = {}
         outputs: dict[int, Any] = {}
         for worker, (mine, units) in zip(self.workers, evaluation_plan(hospitals, num_units, len(self.workers))):
-            scores, unit_outputs = worker.evaluate(self.server.broadcast, mine, units, *[self.states.get(h) for h in mine])
+            scores, unit_outputs = worker.evaluate(
+                self.server.broadcast, mine, units, *[self.states.get(h) for h in mine], round_index=round_index, run_seed=self.run_seed
+            )
             per_hospital.update(zip(mine, scores))
             outputs.update(zip(units, unit_outputs))
         return per_hospital, [outputs[unit] for unit in range(num_units)]

@@ -53,10 +53,13 @@ class WorkerPool:
         num_gpus: float,
         keeps_hospital_state: bool,
         max_retries: int = 3,
+        personalise_steps: int = 0,
     ) -> None:
         threads = max(1, int(num_cpus))
         options = _WorkerActor.options(num_cpus=num_cpus, num_gpus=num_gpus)
-        self._new_worker: Callable[[], Any] = lambda: self._warmed(options.remote(task_ref, strategy, pipeline, num_gpus > 0, threads))
+        self._new_worker: Callable[[], Any] = lambda: self._warmed(
+            options.remote(task_ref, strategy, pipeline, num_gpus > 0, threads, personalise_steps)
+        )
         self.workers = [self._new_worker() for _ in range(size)]
         self.keeps_hospital_state = keeps_hospital_state
         self.max_retries = max_retries
@@ -174,11 +177,13 @@ class WorkerPool:
         return sums
 
     def evaluate(
-        self, global_ref: ray.ObjectRef, hospitals: Sequence[int], num_units: int
+        self, global_ref: ray.ObjectRef, hospitals: Sequence[int], num_units: int, round_index: int = 0, run_seed: int = 0
     ) -> tuple[dict[int, dict[str, float]], list[Any]]:
-        """Score the global model on every given hospital and on all global test units."""
+        """Score the global model on every given hospital and on all global test units
+        (`round_index` and `run_seed` key evaluation's fine-tuning)."""
         plans = evaluation_plan(list(hospitals), num_units, len(self.workers))
-        calls = [self.workers[slot].evaluate.remote(global_ref, mine, units, *self._states_of(mine))
+        keys = {"round_index": round_index, "run_seed": run_seed}
+        calls = [self.workers[slot].evaluate.remote(global_ref, mine, units, *self._states_of(mine), **keys)
                  for slot, (mine, units) in enumerate(plans)]
         per_hospital: dict[int, dict[str, float]] = {}
         outputs: dict[int, Any] = {}
@@ -187,7 +192,7 @@ class WorkerPool:
 
             def attempt(slot: int = slot, mine: list[int] = mine, units: list[int] = units, pending: list = pending) -> Any:
                 if not pending:
-                    pending.append(self.workers[slot].evaluate.remote(global_ref, mine, units, *self._states_of(mine)))
+                    pending.append(self.workers[slot].evaluate.remote(global_ref, mine, units, *self._states_of(mine), **keys))
                 try:
                     return ray.get(pending[0])
                 except RayActorError:

@@ -49,6 +49,7 @@ class RayBackend(Backend):
             num_gpus=config.engine.num_gpus,
             keeps_hospital_state=keeps_hospital_state(task, strategy, pipeline),
             max_retries=config.engine.max_retries,
+            personalise_steps=config.eval.personalise_steps,
         )
         self._new_server: Callable[[], Any] = lambda: _ServerActor.options(num_cpus=0).remote(strategy, pipeline, initial)
         self.server = self._new_server()
@@ -93,8 +94,8 @@ class RayBackend(Backend):
         metrics, self._broadcast_bytes, hospital_metrics = self._server_call(lambda: ray.get([metrics_ref, size_ref, hospital_ref]))
         return metrics, hospital_metrics
 
-    def evaluate(self, hospitals: list[int], num_units: int) -> tuple[dict[int, dict[str, float]], list[Any]]:
-        return self.pool.evaluate(self.broadcast_ref, hospitals, num_units)
+    def evaluate(self, hospitals: list[int], num_units: int, round_index: int = 0) -> tuple[dict[int, dict[str, float]], list[Any]]:
+        return self.pool.evaluate(self.broadcast_ref, hospitals, num_units, round_index, self.run_seed)
 
     def observe(self, round_index: int, validation: dict[str, float]) -> None:
         self._server_call(lambda: ray.get(self.server.observe.remote(round_index, validation)))

@@ -155,7 +155,7 @@ def run_round(backend: Backend, task: Task, round_index: int, cohort: Cohort, sc
     global_metrics: dict[str, float] = {}
     global_tables: dict[str, list[dict[str, Any]]] = {}
     if scored is not None:
-        hospital_scores, outputs = backend.evaluate(scored, task.global_eval_units() if backend.has_global_model else 0)
+        hospital_scores, outputs = backend.evaluate(scored, task.global_eval_units() if backend.has_global_model else 0, round_index)
         if backend.has_global_model:
             global_metrics, global_tables = task.global_metrics(outputs), task.global_tables(outputs)
         backend.observe(round_index, validation_metrics(global_metrics))

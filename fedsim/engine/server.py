@@ -100,7 +100,7 @@ class ServerCore:
 
     def global_params(self) -> Params:
         """The global model itself (the broadcast without strategy extras such as SCAFFOLD's c)."""
-        return self.strategy.model_params(self.broadcast)
+        return self.strategy.global_params(self.broadcast)
 
 
 def _in_order(instructions: list[Instruction], reports: list[ClientReport]) -> list[ClientReport]:

@@ -6,6 +6,10 @@ sum: the server never receives a full update per hospital. Only robust strategie
 (`Strategy.sends_individual_updates`: median, trimmed mean, Krum) make the worker send each
 hospital's contribution itself, since their rules are not sums.
 
+Where the strategy offers several models (IFCA's clusters), each hospital works with the one of
+lowest loss on its own training data; where it keeps a personal model (Ditto's v_k), the worker
+trains that too after the shared one and keeps it as the hospital's strategy state.
+
 Before a contribution is summed, the pipeline's screen (fedsim.quarantine) checks it; a
 quarantined hospital is not added and keeps its state from before the round.
 
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from dataclasses import replace
 from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -45,11 +50,18 @@ def keeps_hospital_state(task: Task, strategy: Strategy, pipeline: Pipeline) -> 
 
 
 class WorkerCore:
-    def __init__(self, task: Task, strategy: Strategy, pipeline: Pipeline, use_gpu: bool, threads: int) -> None:
+    """`personalise_steps` (eval.personalise_steps): before a hospital is scored, a copy of its
+    model is fine-tuned for that many local steps on its own training data and scored too
+    (personalised_* metrics beside the others); the model itself is untouched."""
+
+    def __init__(
+        self, task: Task, strategy: Strategy, pipeline: Pipeline, use_gpu: bool, threads: int, personalise_steps: int = 0
+    ) -> None:
         torch.set_num_threads(threads)
         self.task = task
         self.strategy = strategy
         self.pipeline = pipeline
+        self.personalise_steps = personalise_steps
         self.keeps_hospital_state = keeps_hospital_state(task, strategy, pipeline)
         if use_gpu and not torch.cuda.is_available():
             raise RuntimeError("engine.num_gpus: Ray gave this worker a GPU but its torch cannot use it "
@@ -98,18 +110,26 @@ class WorkerCore:
         reports: list[ClientReport] = []
         new_states: list[HospitalState] = []
         states = [state or HospitalState() for state in states]
-        jobs = (self._job(instruction, state, broadcast, round_index, run_seed) for instruction, state in zip(instructions, states))
+        models = strategy.models(broadcast)
+        instructions = [replace(i, model=self._choice(i.hospital, models, state)) for i, state in zip(instructions, states)]
+        jobs = (self._job(i, state, models[i.model], round_index, run_seed) for i, state in zip(instructions, states))
         for instruction, state, (job, result, train_seconds) in zip(instructions, states, self._local_training(jobs)):
             started = time.perf_counter()
-            hospital, start = instruction.hospital, job.params
+            hospital, start, model = instruction.hospital, job.params, models[instruction.model]
             sent, stage_states, stage_metrics, encoded, summed = self.pipeline.hospital_side(
                 result, start, strategy.local_keys, instruction, round_index, run_seed, state.stages
             )
-            contribution = strategy.contribution(sent, instruction, broadcast)
+            contribution = strategy.contribution(sent, instruction, model)
             if not individual:  # the stages' summed quantities ride in the exact (or masked) sum
                 contribution.update(summed)
             status = self.pipeline.screen.verdict(sent, start, strategy.local_keys, contribution)
-            strategy_state, strategy_metrics = strategy.local_state(result, instruction, broadcast, state.strategy)
+            strategy_state, strategy_metrics = strategy.local_state(result, instruction, model, state.strategy)
+            personal = strategy.personal_training(instruction, model, state.strategy)
+            if personal is not None:
+                personal_seed = seed_for(run_seed, Stream.PERSONAL_TRAINING, round_index, hospital)
+                personal_result = self.task.train(hospital, *personal, state.task, personal_seed)
+                strategy_state = personal_result.params
+                strategy_metrics = {**strategy_metrics, "personal_train_loss": personal_result.metrics.get("train_loss", float("nan"))}
             if status == OK:
                 new_states.append(HospitalState(result.state, strategy_state, stage_states))
             else:
@@ -186,23 +206,46 @@ class WorkerCore:
         self._masking = None
         return total, True
 
+    def _choice(self, hospital: int, models: list[Params], state: HospitalState) -> int:
+        """Which of the strategy's models the hospital works with: the one of lowest loss on its
+        own training data (the first on a tie); 0 when there is one."""
+        if len(models) == 1:
+            return 0
+        losses = [self.task.train_loss(hospital, self.strategy.model_params(model, state.strategy), state.task) for model in models]
+        return int(np.argmin(losses))
+
+    def _scores(
+        self, hospital: int, params: Params, state: HospitalState, round_index: int, run_seed: int, batch_statistics: bool
+    ) -> dict[str, float]:
+        """The hospital's metrics of `params`, and of a fine-tuned copy (personalised_*) when asked,
+        both scored by the same normalisation rule (`batch_statistics`, see `evaluate`)."""
+        scores = self.task.evaluate_hospital(hospital, params, state.task, batch_statistics=batch_statistics)
+        if self.personalise_steps:
+            seed = seed_for(run_seed, Stream.FINE_TUNE, round_index, hospital)
+            tuned = self.task.fine_tune(hospital, params, self.personalise_steps, state.task, seed)
+            scores.update({f"personalised_{name}": value for name, value in self.task.evaluate_hospital(hospital, tuned, state.task, batch_statistics=batch_statistics).items()})
+        return scores
+
     def evaluate(
-        self, broadcast: Params, hospitals: Sequence[int], units: Sequence[int], *states: HospitalState | None
+        self, broadcast: Params, hospitals: Sequence[int], units: Sequence[int], *states: HospitalState | None,
+        round_index: int = 0, run_seed: int = 0,
     ) -> tuple[list[dict[str, float]], list[Any]]:
         """Score hospitals' own models on their test splits, and the global model on test units.
 
         Where normalisation layers never leave the hospitals (FedBN), the global model and a
         hospital that has never trained (no local BN yet) are scored by the same rule: each test
-        batch normalised with its own statistics, not with never-trained global ones."""
+        batch normalised with its own statistics, not with never-trained global ones.
+        `round_index` and `run_seed` key the fine-tuning's seeds (eval.personalise_steps)."""
         strategy = self.strategy
         batch_statistics = strategy.global_eval_batch_statistics
         per_hospital = []
         for hospital, state in zip(hospitals, states):
             state = state or HospitalState()
-            params = strategy.model_params(broadcast, state.strategy)
+            models = strategy.models(broadcast)
+            params = strategy.evaluation_params(models[self._choice(hospital, models, state)], state.strategy)
             untrained = batch_statistics and state.strategy is None
-            per_hospital.append(self.task.evaluate_hospital(hospital, params, state.task, batch_statistics=untrained))
-        global_params = strategy.model_params(broadcast)
+            per_hospital.append(self._scores(hospital, params, state, round_index, run_seed, untrained))
+        global_params = strategy.global_params(broadcast)
         outputs = [self.task.evaluate_unit(unit, global_params, batch_statistics) for unit in units]
         return per_hospital, outputs
 

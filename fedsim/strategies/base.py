@@ -73,9 +73,32 @@ class Strategy(ABC):
     def configure(self, round_index: int, cohort: Cohort) -> list[Instruction]:
         """Instructions for the sampled hospitals, in cohort order."""
 
+    def models(self, broadcast: Params) -> list[Params]:
+        """The models a hospital may work with: the broadcast itself for most strategies; IFCA's K
+        cluster models, of which each hospital takes the one of lowest loss on its own training
+        data (the engine sets `Instruction.model`; the hospital-side hooks then receive that
+        model as their `broadcast`)."""
+        return [broadcast]
+
     def model_params(self, broadcast: Params, state: Any = None) -> Params:
         """The model a hospital trains from, or is evaluated with (state None: the global model)."""
         return broadcast
+
+    def evaluation_params(self, broadcast: Params, state: Any = None) -> Params:
+        """The model a hospital is scored with, where it is not the one it trains from (Ditto's
+        personal model v_k)."""
+        return self.model_params(broadcast, state)
+
+    def global_params(self, broadcast: Params) -> Params:
+        """The global model (the global test, model.pt): by default `model_params(broadcast)`."""
+        return self.model_params(broadcast)
+
+    def personal_training(self, instruction: Instruction, broadcast: Params, state: Any) -> tuple[Params, LocalPlan] | None:
+        """A second model the hospital trains for itself each round (Ditto's v_k): where it starts
+        and its plan, or None. The engine trains it after the shared model (seeds from
+        Stream.PERSONAL_TRAINING) and keeps the trained model as the hospital's strategy state in
+        place of `local_state`'s."""
+        return None
 
     def local_plan(self, instruction: Instruction, broadcast: Params, state: Any) -> LocalPlan:
         """The plan the hospital trains with, completed from its own state (SCAFFOLD's correction)."""

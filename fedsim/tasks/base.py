@@ -93,6 +93,16 @@ class Task(ABC):
         """Train several hospitals at once, each exactly as `train` would (to the tolerance the
         task documents), for tasks that offer vectorised training."""
         raise NotImplementedError(f"{type(self).__name__} trains one hospital at a time")
+    def fine_tune(self, hospital: int, params: Params, steps: int, state: Any, seed: int) -> Params:
+        """A copy of `params` trained `steps` local steps on the hospital's own training data
+        (evaluation's personalisation); `params` and `state` stay as they are. Offered where the
+        spec lists fedsim.protocol.FINE_TUNING."""
+        raise NotImplementedError(f"{type(self).__name__} cannot fine-tune")
+
+    def train_loss(self, hospital: int, params: Params, state: Any) -> float:
+        """The loss of `params` on the hospital's own training data (IFCA's cluster choice; never
+        test data). Offered where the spec lists fedsim.protocol.TRAINING_LOSS."""
+        raise NotImplementedError(f"{type(self).__name__} has no training loss")
 
     @abstractmethod
     def evaluate_hospital(self, hospital: int, params: Params, state: Any, batch_statistics: bool = False) -> dict[str, float]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from contextlib import contextmanager
 from typing import Any, Iterator, Mapping, Sequence
@@ -148,39 +149,38 @@ class ClassificationTask(WorkerLocalTorch, Task):
         model.train()
         with dropped_units(model, plan.subnetwork):
             trained = dict(model.named_parameters())
-            anchor = {name: p.detach().clone() for name, p in trained.items()} if mu > 0 else {}
-            optimizer = torch.optim.SGD(
-                model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
-            )
+            anchor = self._anchor(trained, plan.proximal_anchor) if mu > 0 else {}
             count = len(labels)
-            private = self.dp_sgd.attach(model, optimizer, count, config.batch_size, seed) if self.dp_sgd else None
-            optimizer = private.optimizer if private else optimizer
             generator = torch.Generator().manual_seed(seed)
             loss_sum, steps, seen, correct = 0.0, 0, 0, 0
             budget = plan.max_steps if plan.max_steps is not None else math.inf
-            for _ in range(epochs):
-                for batch in private.batches() if private else shuffled_batches(count, config.batch_size, generator):
-                    if steps >= budget:
-                        break
-                    batch = batch.to(self._device)
-                    logits = model(images[batch])
-                    loss = F.cross_entropy(logits, labels[batch])
-                    objective = loss + proximal_term(trained, anchor, mu) if mu > 0 else loss
-                    if fairness > 0:
-                        objective = objective + fairness_term(loss, global_loss, fairness)
-                    optimizer.zero_grad(set_to_none=True)
-                    objective.backward()
-                    if correction:
-                        for name, parameter in trained.items():
-                            if parameter.grad is not None:  # (a frozen backbone has none)
-                                parameter.grad.add_(correction[name])
-                    optimizer.step()
-                    loss_sum += float(loss.detach()) * len(batch)
-                    correct += int((logits.detach().argmax(dim=1) == labels[batch]).sum())
-                    seen += len(batch)
-                    steps += 1
-            if private:
-                private.detach()
+            for phase_epochs, parameters in training_phases(trained, plan):
+                optimizer = torch.optim.SGD(parameters, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+                private = self.dp_sgd.attach(model, optimizer, count, config.batch_size, seed) if self.dp_sgd else None
+                optimizer = private.optimizer if private else optimizer
+                for _ in range(phase_epochs):
+                    for batch in private.batches() if private else shuffled_batches(count, config.batch_size, generator):
+                        if steps >= budget:
+                            break
+                        batch = batch.to(self._device)
+                        logits = model(images[batch])
+                        loss = F.cross_entropy(logits, labels[batch])
+                        objective = loss + proximal_term(trained, anchor, mu) if mu > 0 else loss
+                        if fairness > 0:
+                            objective = objective + fairness_term(loss, global_loss, fairness)
+                        optimizer.zero_grad(set_to_none=True)
+                        objective.backward()
+                        if correction:
+                            for name, parameter in trained.items():
+                                if parameter.grad is not None:  # (a frozen backbone has none)
+                                    parameter.grad.add_(correction[name])
+                        optimizer.step()
+                        loss_sum += float(loss.detach()) * len(batch)
+                        correct += int((logits.detach().argmax(dim=1) == labels[batch]).sum())
+                        seen += len(batch)
+                        steps += 1
+                if private:
+                    private.detach()
             test_images, test_labels = self._tensors(hospital, "test", plan.pooled)
             test_probabilities = self._probabilities(model, test_images)  # the sub-network, under federated dropout
         trained_params = params_of(model)
@@ -217,6 +217,33 @@ class ClassificationTask(WorkerLocalTorch, Task):
             "local_accuracy": accuracy(test_labels.cpu().numpy(), test_probabilities.argmax(axis=1)),
             "label_entropy": label_entropy(labels.cpu().numpy(), self.federation.dataset.num_classes),
         }
+
+    def _anchor(self, trained: dict[str, torch.Tensor], given: Mapping[str, np.ndarray] | None) -> dict[str, torch.Tensor]:
+        """The proximal term's anchor: the plan's (Ditto's w_global), else the starting point."""
+        if given is None:
+            return {name: p.detach().clone() for name, p in trained.items()}
+        return {name: torch.tensor(np.asarray(given[name]), device=self._device) for name in trained}
+
+    def fine_tune(self, hospital: int, params: Params, steps: int, state: Any, seed: int) -> Params:
+        """`steps` mini-batch SGD steps at train.lr (plain cross-entropy) through seeded
+        shuffled epochs of the hospital's training split, on a copy of `params`."""
+        config = self.train_config
+        images, labels = self._tensors(hospital, "train")
+        model = self._model_with(params)
+        model.train()
+        optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+        generator = torch.Generator().manual_seed(seed)
+        epochs = itertools.repeat(None) if len(labels) else ()
+        batches = (batch for _ in epochs for batch in shuffled_batches(len(labels), config.batch_size, generator))
+        for batch in itertools.islice(batches, steps):
+            batch = batch.to(self._device)
+            optimizer.zero_grad(set_to_none=True)
+            F.cross_entropy(model(images[batch]), labels[batch]).backward()
+            optimizer.step()
+        return params_of(model)
+
+    def train_loss(self, hospital: int, params: Params, state: Any) -> float:
+        return self._score(self._model_with(params), *self._tensors(hospital, "train"))["loss"]
 
     def _on_device(self, arrays: Mapping[str, np.ndarray] | None) -> dict[str, torch.Tensor]:
         if not arrays:
@@ -307,7 +334,6 @@ class ClassificationTask(WorkerLocalTorch, Task):
         return {"confusion": rows}
 
 
-
 @contextmanager
 def dropped_units(model: nn.Module, subnetwork: Any) -> Iterator[None]:
     """Within: forward hooks zero the dropped units' outputs (channel dim 1), so the model
@@ -326,6 +352,17 @@ def dropped_units(model: nn.Module, subnetwork: Any) -> Iterator[None]:
     finally:
         for hook in hooks:
             hook.remove()
+
+
+def training_phases(trained: dict[str, torch.Tensor], plan: LocalPlan) -> list[tuple[int, list[torch.Tensor]]]:
+    """(epochs, parameters the optimiser steps) in order: every parameter for `plan.epochs`, or
+    FedRep's rule (Collins et al. 2021) with `plan.head_keys`: the head alone for
+    `plan.head_epochs` (the body frozen), then the body alone for `plan.epochs`."""
+    if not plan.head_keys:
+        return [(plan.epochs, list(trained.values()))]
+    head = [p for name, p in trained.items() if name in plan.head_keys]
+    body = [p for name, p in trained.items() if name not in plan.head_keys]
+    return [(plan.head_epochs, head), (plan.epochs, body)]
 
 
 def fairness_term(loss: torch.Tensor, global_loss: float, strength: float) -> torch.Tensor:

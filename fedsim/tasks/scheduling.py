@@ -12,6 +12,9 @@ gradient before the Adam step).
   and learns one DQN from the pooled replay buffer; the other hospitals hold no training data
   (size 0), so FedAvg's weighted mean is exactly the site's network.
 
+`eval.personalise_steps: k` fine-tunes a copy of the deployed model for k environment steps
+(`fine_tune`) before the hospital's own episodes are scored again (personalised_*).
+
 Evaluation: each hospital scores the model it would deploy on `eval_episodes` seeded episodes of
 its own environment (hospital_eval.parquet); the global model is scored on as many seeded episodes
 of the whole network (fedsim.scheduling.network, transfers simulated for real), one global
@@ -141,6 +144,19 @@ class SchedulingTask(WorkerLocalTorch, Task):
             correction=plan.gradient_correction,
         )
         return LocalResult(trained, iterations * len(sites), int(metrics["grad_steps"]), metrics, learner)
+
+    def fine_tune(self, hospital: int, params: Params, steps: int, state: Any, seed: int) -> Params:
+        """`steps` environment steps of the hospital's DQN (a gradient step each once past
+        `dqn.learning_starts`) from a copy of its learner state: replay buffer, target network
+        and exploration schedule go on where its training left them, and stay as they were."""
+        sites = self._sites(hospital)
+        if not self._learns or not sites or not steps:
+            return dict(params)
+        queues = self.config.env.queues
+        learner = state or new_state(self.config.dqn, params, observation_size(queues), action_count(queues), len(sites))
+        online, target = self._placed()
+        tuned, _, _ = train_dqn(self.config.dqn, online, target, params, learner, [self._env(s) for s in sites], steps, seed)
+        return tuned
 
     # ----- evaluation ----------------------------------------------------------------------
     def _eval_seed(self, stream_key: int, *keys: int) -> int:

@@ -8,13 +8,17 @@ from typing import Any
 from fedsim.protocol import (
     DP_SGD,
     FAIRNESS,
+    FINE_TUNING,
     GRADIENT_CORRECTION,
+    HEAD_FIRST,
     NORMALIZATION_LAYERS,
     PLAIN_SGD,
     PARTIAL_WORK,
     POOLED_DATA,
     PROXIMAL,
+    PROXIMAL_ANCHOR,
     SUBNETWORK,
+    TRAINING_LOSS,
     VALIDATION_METRICS,
     VECTORIZED_TRAINING,
 )
@@ -78,7 +82,7 @@ CLASSIFICATION = register_task(TaskSpec(
     build=_build,
     capabilities=frozenset({
         PROXIMAL, GRADIENT_CORRECTION, FAIRNESS, PLAIN_SGD, NORMALIZATION_LAYERS, VALIDATION_METRICS, DP_SGD, SUBNETWORK, PARTIAL_WORK,
-        VECTORIZED_TRAINING, POOLED_DATA,
+        VECTORIZED_TRAINING, POOLED_DATA, FINE_TUNING, HEAD_FIRST, PROXIMAL_ANCHOR, TRAINING_LOSS,
     }),
     num_hospitals=lambda config: config.data.hospitals,
     hospitals_key="data.hospitals",

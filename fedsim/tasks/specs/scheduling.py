@@ -1,14 +1,19 @@
 """Patient scheduling at each hospital (fedsim.tasks.scheduling), configured by its own
 `scheduling` section. Its DQN trains with Adam at `scheduling.dqn.lr`, so it offers strategies no
 plain SGD (SCAFFOLD's option-II control variates and FedNova's a_k assume it) and its Q-network
-has no normalisation layers (FedBN's), nor validation accuracy (FedMRL's reward)."""
+has no normalisation layers (FedBN's), nor validation accuracy (FedMRL's reward). Its learner
+state (replay buffer, target network, exploration schedule) belongs to one Q-network trained
+one way, so it offers neither FedRep's head-then-body training nor Ditto's second, personal
+model, and IFCA's cluster choice would need a loss on training data, which a replay buffer
+(empty before a hospital's first round) does not give: those strategies are refused with one
+line. Fine-tuning before evaluation and FedPer's local head apply."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from fedsim.errors import ConfigError
-from fedsim.protocol import GRADIENT_CORRECTION, PARTIAL_WORK, PROXIMAL
+from fedsim.protocol import FINE_TUNING, GRADIENT_CORRECTION, PARTIAL_WORK, PROXIMAL
 from fedsim.results import HOSPITAL_EVAL
 from fedsim.scheduling.config import SchedulingConfig
 from fedsim.tasks.registry import TaskSpec, register_task
@@ -42,7 +47,7 @@ def _check(config: Any) -> None:
 SCHEDULING = register_task(TaskSpec(
     name="scheduling",
     build=_build,
-    capabilities=frozenset({PROXIMAL, GRADIENT_CORRECTION, PARTIAL_WORK}),
+    capabilities=frozenset({PROXIMAL, GRADIENT_CORRECTION, PARTIAL_WORK, FINE_TUNING}),
     num_hospitals=lambda config: config.scheduling.hospitals,
     hospitals_key="scheduling.hospitals",
     describe=_describe,
