@@ -78,6 +78,12 @@ class InProcessBackend(Backend):
         _, metrics, _, hospital_metrics = self.server.aggregate(round_index, instructions, reports, *partials)
         return metrics, hospital_metrics
 
+    def receive(self, dispatch: int, hospitals: list[int], partials: list[Any]) -> None:
+        self.server.receive(dispatch, hospitals, *partials)
+
+    def step(self, arrivals: list[tuple[int, int, int]]) -> dict[str, float]:
+        return self.server.step(arrivals)[1]
+
     def evaluate(self, hospitals: list[int], num_units: int) -> tuple[dict[int, dict[str, float]], list[Any]]:
         per_hospital: dict[int, dict[str, float]] = {}
         outputs: dict[int, Any] = {}

@@ -93,6 +93,14 @@ class RayBackend(Backend):
         metrics, self._broadcast_bytes, hospital_metrics = self._server_call(lambda: ray.get([metrics_ref, size_ref, hospital_ref]))
         return metrics, hospital_metrics
 
+    def receive(self, dispatch: int, hospitals: list[int], partials: list[ray.ObjectRef]) -> None:
+        self._server_call(lambda: ray.get(self.server.receive.remote(dispatch, hospitals, *partials)))
+
+    def step(self, arrivals: list[tuple[int, int, int]]) -> dict[str, float]:
+        self.broadcast_ref, metrics_ref, size_ref = self.server.step.options(num_returns=3).remote(arrivals)
+        metrics, self._broadcast_bytes = self._server_call(lambda: ray.get([metrics_ref, size_ref]))
+        return metrics
+
     def evaluate(self, hospitals: list[int], num_units: int) -> tuple[dict[int, dict[str, float]], list[Any]]:
         return self.pool.evaluate(self.broadcast_ref, hospitals, num_units)
 

@@ -34,6 +34,8 @@ class StrategyConfig(Pluggable):
 
     registry = STRATEGIES
     tag = "name"
+    #: True for strategies without rounds, driven by the simulated clock (FedBuff, FedAsync).
+    asynchronous: ClassVar[bool] = False
     name: str
 
     def check(self, config: "Config") -> None:
