@@ -4,6 +4,8 @@ through resume, and the settings it refuses."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -19,7 +21,7 @@ from fedsim.strategies.asynchronous import Arrival, StalenessConfig
 from fedsim.strategies.fedasync import FedAsync
 from fedsim.strategies.fedavg import FedAvg
 from fedsim.strategies.fedbuff import FedBuff
-from test_faults import assert_same_run, interrupted_in_round
+from test_faults import SCHEDULING, assert_same_run, interrupted_in_round
 from toy_task import ToyTask
 
 SMALL = [
@@ -142,9 +144,15 @@ def test_a_fedbuff_run_logs_server_steps_and_arrivals(tmp_path) -> None:
     assert {"ok", "dropped out"} <= set(clients["status"])  # the built-in tiers drop out now and then
 
 
-def test_an_asynchronous_run_is_identical_on_one_and_two_workers_in_process(tmp_path) -> None:
+@pytest.mark.parametrize("settings", [
+    [],
+    ["pipeline=[{stage: clip, max_norm: 1.0}]", "attack={kind: sign_flip, fraction: 0.25}"],  # hospital halves
+    ["sampling.scheme=proportional", "strategy={name: fedasync}"],
+], ids=["fedbuff", "fedbuff+clip+attack", "fedasync-proportional"])
+def test_an_asynchronous_run_is_identical_on_one_and_two_workers_in_process(settings, tmp_path) -> None:
     for workers in (1, 2):
-        Simulation(load_config(None, _fedbuff_settings(f"engine.workers={workers}")), tmp_path / str(workers), quiet=True).run()
+        config = load_config(None, _fedbuff_settings(f"engine.workers={workers}", *settings))
+        Simulation(config, tmp_path / str(workers), quiet=True).run()
     assert_same_run(tmp_path / "1", tmp_path / "2")
 
 
@@ -162,11 +170,21 @@ def test_evaluation_every_so_many_simulated_seconds(tmp_path) -> None:
     Simulation(load_config(None, _fedbuff_settings("rounds=8", "eval.every_seconds=1.0")), tmp_path, quiet=True).run()
     rounds = pq.read_table(tmp_path / "rounds.parquet").to_pydict()
     evaluated = [not np.isnan(a) for a in rounds["global_accuracy"]]
-    clock = rounds["sim_clock"]
-    # evaluated: the first step at or past each whole second, and the last
-    expected = [clock[i] >= 1.0 and int(clock[i]) > max([0] + [int(clock[j]) for j in range(i) if evaluated[j]]) or i == 7
-                for i in range(8)]
-    assert evaluated == expected and 1 < sum(evaluated) < 8
+    last_second = 0  # the first step at or past each whole simulated second is evaluated, and the last step
+    for step, (clock, scored) in enumerate(zip(rounds["sim_clock"], evaluated), start=1):
+        assert scored == (math.floor(clock) > last_second or step == 8), (step, clock)
+        last_second = math.floor(clock) if scored else last_second
+    assert 1 < sum(evaluated) < 8
+
+
+def test_fedbuff_trains_the_scheduling_dqn_identically_on_one_and_two_workers(tmp_path) -> None:
+    for workers in (1, 2):
+        settings = SCHEDULING + ["rounds=2", "engine.backend=in_process", f"engine.workers={workers}", "systems={}",
+                                 "strategy={name: fedbuff, buffer_size: 3}", "sampling.clients_per_round=3"]
+        Simulation(load_config(None, settings), tmp_path / str(workers), quiet=True).run()
+    assert_same_run(tmp_path / "1", tmp_path / "2")
+    rounds = pq.read_table(tmp_path / "1" / "rounds.parquet").to_pydict()
+    assert rounds["kept"] == [3, 3] and not any(np.isnan(rounds["global_acuity_weighted_wait"]))
 
 
 @pytest.mark.parametrize("settings, message", [
@@ -176,8 +194,7 @@ def test_evaluation_every_so_many_simulated_seconds(tmp_path) -> None:
     (["strategy=fedbuff", "systems={}", "sampling.scheme=poisson"], "sampling.scheme: not with strategy fedbuff"),
     (["strategy=fedbuff", "systems={}", "secure_aggregation={threshold: 2, neighbours: 2}"], "secure_aggregation: not with strategy fedbuff"),
     (["strategy=fedbuff", "systems={}", "privacy={mechanism: central, clip_norm: 1, noise_multiplier: 1}"], "privacy: not with strategy fedbuff"),
-    (["strategy=fedbuff", "systems={}", "compression={scheme: federated_dropout, fraction: 0.25}"], "compression.scheme: not with strategy"),
-    (["strategy={name: fedbuff, buffer_size: 9}", "systems={}", "sampling.clients_per_round=4"], "strategy.buffer_size: expected at most"),
+    (["strategy=fedbuff", "systems={}", "compression={scheme: topk}"], "compression.scheme: strategy fedbuff is not supported"),
     (["eval.every_seconds=60"], "eval.every_seconds: only for asynchronous strategies"),
     (["strategy={name: fedasync, staleness: {kind: hinge}}", "systems={}"], "strategy.staleness.kind"),
 ])

@@ -52,7 +52,8 @@ class AsynchronousConfig(StrategyConfig):
     staleness: StalenessConfig = StalenessConfig()
 
     def check(self, config: "Config") -> None:
-        """Refuse what has no meaning without synchronous rounds (README, Systems)."""
+        """Refuse what has no meaning without synchronous rounds (README, Systems); compression is
+        refused by its own section (FedAvg-family strategies only)."""
         name, systems = self.name, config.systems
         if systems is None:
             raise ValueError(f"strategy.name: {name} runs on the simulated clock, which needs a systems section "
@@ -68,8 +69,6 @@ class AsynchronousConfig(StrategyConfig):
              "masks cancel only in the sum of one round's cohort; asynchronous updates arrive and are weighed one by one"),
             (config.privacy is not None, "privacy",
              "the accountant (and central DP's noise on the sum) works per synchronous round's cohort"),
-            (config.compression is not None and config.compression.scheme == "federated_dropout", "compression.scheme",
-             "federated dropout's server half rescales one round's sum by each unit's keep rate"),
         )
         for applies, field, why in refusals:
             if applies:

@@ -24,7 +24,9 @@ from fedsim.strategies.asynchronous import Arrival, AsynchronousConfig, Asynchro
 
 
 class FedBuffConfig(AsynchronousConfig):
-    """FedBuff: `buffer_size` K updates per server step, server learning rate `server_lr` eta_g."""
+    """FedBuff: `buffer_size` K updates per server step, server learning rate `server_lr` eta_g.
+    K may exceed the concurrency (sampling.clients_per_round): freed slots refill while the
+    buffer fills."""
 
     name: Literal["fedbuff"] = "fedbuff"
     buffer_size: int = Field(10, ge=1)
@@ -32,12 +34,6 @@ class FedBuffConfig(AsynchronousConfig):
 
     def build(self, config, task) -> "FedBuff":
         return FedBuff(self.buffer_size, self.server_lr, self.staleness)
-
-    def check(self, config) -> None:
-        super().check(config)
-        if self.buffer_size > config.clients_per_round():
-            raise ValueError(f"strategy.buffer_size: expected at most sampling.clients_per_round ({config.clients_per_round()}, "
-                             f"the hospitals training at once), got {self.buffer_size}")
 
 
 def model_delta(result: LocalResult, start: Params) -> dict[str, np.ndarray]:
