@@ -156,7 +156,7 @@ class AsynchronousRun:
         dispatch = state.dispatches
         online = self.profiles.online(hour_of_day(config.systems.start_hour, state.clock))
         scheme = config.sampling.scheme
-        if scheme == "proportional" and np.any(sizes * idle):
+        if scheme == "proportional":
             hospitals = proportional_hospitals(config.seed, dispatch, sizes * idle, free)
         else:
             hospitals = available_hospitals(config.seed, dispatch, idle & online if scheme == "available" else idle, free)
