@@ -22,15 +22,9 @@ from fedsim.strategies.fedasync import FedAsync
 from fedsim.strategies.fedavg import FedAvg
 from fedsim.strategies.fedbuff import FedBuff
 from test_faults import SCHEDULING, assert_same_run, interrupted_in_round
+from test_systems import SMALL
 from toy_task import ToyTask
 
-SMALL = [
-    "data.source={kind: synthetic, classes: 3, train_samples: 600, test_samples: 150}",
-    "data.hospitals=8",
-    "train.epochs=1",
-    "engine.backend=in_process",
-    "engine.workers=1",
-]
 POLYNOMIAL = StalenessConfig(kind="polynomial", exponent=0.5)
 
 
