@@ -269,6 +269,9 @@ class EvalConfig(_Strict):
     to the cohort when thousands of hospitals are registered)."""
 
     every: int = Field(1, ge=1, description="evaluate the global model every N rounds (and after the last)")
+    every_seconds: float | None = Field(
+        None, gt=0, description="asynchronous strategies: evaluate at the first server step at or past each multiple of this "
+        "many simulated seconds (and after the last), instead of every N steps")
     hospitals: Literal["all", "sampled"] = "all"
     batch_size: int = Field(512, ge=1)
     personalise_steps: int = Field(
@@ -382,6 +385,9 @@ class Config(_Strict):
                 if capability not in spec.capabilities:
                     raise ValueError(f"{part} needs {capability} ({why}), which task {self.task} does not offer")
         self.strategy.check(self)
+        if self.eval.every_seconds is not None and not self.strategy.asynchronous:
+            raise ValueError("eval.every_seconds: only for asynchronous strategies (fedbuff, fedasync), which have no rounds; "
+                             "a synchronous run evaluates every eval.every rounds")
         if self.engine.vectorized_hospitals:
             self._check_vectorized()
         for section in (self.privacy, self.compression):

@@ -3,6 +3,7 @@ fedsim.engine.rounds on the configured backend."""
 
 from __future__ import annotations
 
+import copy
 import sys
 import time
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from fedsim.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from fedsim.config import Config
 from fedsim.engine.backend import Backend, ServerLost, open_backend
 from fedsim.errors import ConfigError
+from fedsim.engine.asynchronous import AsynchronousRun
 from fedsim.engine.memory import peak_rss_bytes
 from fedsim.engine.rounds import RoundOutcome, RoundSchedule, run_round
 from fedsim.metrics import worst_decile_mean
@@ -26,7 +28,7 @@ from fedsim.protocol import ClientReport
 from fedsim.quarantine import OK, is_quarantined
 from fedsim.quarantine import announce as announce_quarantine
 from fedsim.results import CLIENTS, HOSPITAL_EVAL, MODEL, PARTITION, RESOURCES, ROUNDS, SYSTEMS, RunDirectory
-from fedsim.systems.clock import DROPPED_OUT, RoundTimeline
+from fedsim.systems.clock import DROPPED_OUT
 from fedsim.systems.profiles import SystemProfiles
 from fedsim.strategies import build_strategy
 from fedsim.tasks.base import Task
@@ -64,6 +66,7 @@ class Simulation:
         self.strategy = build_strategy(config, self.task)
         self.pipeline = build_pipeline(config, self.task)
         self.privacy = PrivacyLedger(config, self.task.hospital_sizes()) if config.privacy else None
+        self.asynchronous: AsynchronousRun | None = None  # the event loop of an asynchronous strategy, made by run()
         self.stopped: str | None = None  # why the run ended before config.rounds, if it did
         self.round_starts: list[float] = [0.0]  # simulated clock when each round started, then now
         self.trackers = Trackers(config.tracking, config, Path(out))  # a missing package stops here
@@ -91,6 +94,7 @@ class Simulation:
         config, task = self.config, self.task
         started = time.perf_counter()
         schedule = RoundSchedule(config, task)
+        self.asynchronous = AsynchronousRun(config, task, schedule, self.strategy.buffer_size) if config.strategy.asynchronous else None
         summaries: list[RoundSummary] = []
         with open_backend(config, task, self.strategy, self.pipeline) as backend:
             round_index = self._continue(backend, load_checkpoint(self.run_dir.path), schedule) + 1
@@ -101,7 +105,7 @@ class Simulation:
             try:
                 while round_index <= config.rounds:
                     started = time.perf_counter()
-                    cohort = schedule.cohort(round_index, self.round_starts[-1])
+                    cohort = schedule.cohort(round_index, self.round_starts[-1]) if self.asynchronous is None else None
                     if self.privacy is not None and not self.privacy.affordable(cohort):
                         self.stopped = (f"privacy budget: round {round_index} would spend epsilon "
                                         f"{self.privacy.epsilon_after(cohort):.3g} > target_epsilon {self.privacy.budget:g}; "
@@ -109,7 +113,8 @@ class Simulation:
                         tqdm.write(self.stopped, file=sys.stderr)
                         break
                     try:
-                        outcome = run_round(backend, task, round_index, cohort, schedule.scored(round_index, cohort), schedule.systems)
+                        outcome = self.asynchronous.step(backend, round_index) if self.asynchronous is not None else \
+                            run_round(backend, task, round_index, cohort, schedule.scored(round_index, cohort), schedule.systems)
                     except ServerLost as lost:
                         restorations += 1
                         round_index = self._recover(backend, lost, restorations, schedule) + 1
@@ -146,11 +151,17 @@ class Simulation:
         done = checkpoint.round_index if checkpoint is not None else 0
         self.run_dir.drop_rounds_after(done)  # rounds written after the checkpoint are re-run, to the same bits
         if checkpoint is not None:
-            backend.restore(checkpoint)
-            self.round_starts = list(checkpoint.round_starts) or [0.0]
+            self._restore(backend, checkpoint)
             self._spent_until(done, schedule)
             self._event(done + 1, "resumed", f"from the checkpoint after round {done}")
         return done
+
+    def _restore(self, backend: Backend, checkpoint: Checkpoint) -> None:
+        """The backend, the simulated clock and an asynchronous run as they stood at `checkpoint`."""
+        backend.restore(checkpoint)
+        self.round_starts = list(checkpoint.round_starts) or [0.0]
+        if self.asynchronous is not None:
+            self.asynchronous.state = copy.deepcopy(checkpoint.asynchronous)
 
     def _spent_until(self, done: int, schedule: RoundSchedule) -> None:
         """The privacy ledger as it stood after round `done`: rebuilt by recording rounds 1..done
@@ -167,8 +178,7 @@ class Simulation:
             why = "no checkpoint to restore (engine.checkpoint_every is 0 or no round finished)" if checkpoint is None \
                 else f"it died {restorations} times (engine.max_retries: {self.config.engine.max_retries})"
             raise RuntimeError(f"{lost}; cannot recover: {why}") from None
-        backend.restore(checkpoint)
-        self.round_starts = list(checkpoint.round_starts) or [0.0]
+        self._restore(backend, checkpoint)
         self._spent_until(checkpoint.round_index, schedule)
         self.run_dir.drop_rounds_after(checkpoint.round_index)
         self._record_events(backend)
@@ -182,6 +192,8 @@ class Simulation:
             started = time.perf_counter()
             snapshot = backend.snapshot(round_index)
             snapshot.round_starts = tuple(self.round_starts)
+            if self.asynchronous is not None:
+                snapshot.asynchronous = copy.deepcopy(self.asynchronous.state)
             size = save_checkpoint(self.run_dir, snapshot)
             seconds = time.perf_counter() - started
         row = {"round": round_index, "driver_peak_rss": peak_rss_bytes(), **backend.memory(),
@@ -208,7 +220,8 @@ class Simulation:
         """Append this round's rows: hospitals first, then the round row that marks it complete
         (returned); `spent`: the privacy ledger's epsilon and delta so far."""
         round_index, per_hospital, global_metrics = outcome.round_index, outcome.hospital_scores, outcome.global_metrics
-        self.run_dir.append(CLIENTS, round_index, (_client_row(round_index, report, outcome.timeline) for report in outcome.reports))
+        clock = outcome.timeline.client_columns(outcome.reports) if outcome.timeline is not None else [{}] * len(outcome.reports)
+        self.run_dir.append(CLIENTS, round_index, (_client_row(round_index, report, columns) for report, columns in zip(outcome.reports, clock)))
         self.run_dir.append(
             HOSPITAL_EVAL,
             round_index,
@@ -251,8 +264,8 @@ def hospital_summary(per_hospital: Mapping[int, Mapping[str, float]], metric: st
     return columns
 
 
-def _client_row(round_index: int, report: ClientReport, timeline: RoundTimeline | None) -> dict[str, Any]:
-    systems = {} if timeline is None else {"sim_finish": timeline.finish[report.hospital], "kept": report.status == OK}
+def _client_row(round_index: int, report: ClientReport, systems: Mapping[str, Any]) -> dict[str, Any]:
+    """One row of clients.parquet; `systems`: the simulated clock's columns (none without a systems section)."""
     return {
         "round": round_index,
         "hospital": report.hospital,

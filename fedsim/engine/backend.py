@@ -70,6 +70,16 @@ class Backend(ABC):
         strategy's per-hospital quantities."""
 
     @abstractmethod
+    def receive(self, dispatch: int, hospitals: list[int], partials: Partials) -> None:
+        """Asynchronous strategies: hand the server the updates of `hospitals` from the train of
+        dispatch `dispatch` (the others dropped out), to keep until they arrive."""
+
+    @abstractmethod
+    def step(self, arrivals: list[tuple[int, int, int]]) -> dict[str, float]:
+        """Asynchronous strategies: one server step with the arrived (dispatch, hospital,
+        staleness) updates (ServerCore.step); returns the step's metrics."""
+
+    @abstractmethod
     def evaluate(self, hospitals: list[int], num_units: int, round_index: int = 0) -> tuple[dict[int, dict[str, float]], list[Any]]:
         """The current broadcast scored on each hospital's own test split, and every global
         unit's outputs; `round_index` keys the seeds of evaluation's fine-tuning."""

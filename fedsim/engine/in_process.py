@@ -33,7 +33,7 @@ class InProcessBackend(Backend):
         self.server = ServerCore(strategy, pipeline, initial)
         self.workers = [WorkerCore(task, strategy, pipeline, False, 1, personalise_steps) for _ in range(workers)]
         self.weighs_after_training = strategy.weighs_after_training
-        self.holds_contributions = not (strategy.weighs_after_training or strategy.sends_individual_updates)
+        self.holds_contributions = strategy.sums_on_workers
         self.has_global_model = strategy.has_global_model
         self.states: dict[int, HospitalState] = {}
         self._before: dict[int, HospitalState | None] = {}  # the last train's hospitals' states from before it
@@ -80,6 +80,12 @@ class InProcessBackend(Backend):
     ) -> tuple[dict[str, float], dict[int, dict[str, float]]]:
         _, metrics, _, hospital_metrics = self.server.aggregate(round_index, instructions, reports, *partials)
         return metrics, hospital_metrics
+
+    def receive(self, dispatch: int, hospitals: list[int], partials: list[Any]) -> None:
+        self.server.receive(dispatch, hospitals, *partials)
+
+    def step(self, arrivals: list[tuple[int, int, int]]) -> dict[str, float]:
+        return self.server.step(arrivals)[1]
 
     def evaluate(self, hospitals: list[int], num_units: int, round_index: int = 0) -> tuple[dict[int, dict[str, float]], list[Any]]:
         per_hospital: dict[int, dict[str, float]] = {}

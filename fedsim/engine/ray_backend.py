@@ -38,7 +38,7 @@ class RayBackend(Backend):
         self.run_seed = config.seed
         self.pipeline = pipeline
         self.weighs_after_training = strategy.weighs_after_training
-        self.holds_contributions = not (strategy.weighs_after_training or strategy.sends_individual_updates)
+        self.holds_contributions = strategy.sums_on_workers
         self.has_global_model = strategy.has_global_model
         self.pool = WorkerPool(
             ray.put(task),
@@ -93,6 +93,14 @@ class RayBackend(Backend):
         )
         metrics, self._broadcast_bytes, hospital_metrics = self._server_call(lambda: ray.get([metrics_ref, size_ref, hospital_ref]))
         return metrics, hospital_metrics
+
+    def receive(self, dispatch: int, hospitals: list[int], partials: list[ray.ObjectRef]) -> None:
+        self._server_call(lambda: ray.get(self.server.receive.remote(dispatch, hospitals, *partials)))
+
+    def step(self, arrivals: list[tuple[int, int, int]]) -> dict[str, float]:
+        self.broadcast_ref, metrics_ref, size_ref = self.server.step.options(num_returns=3).remote(arrivals)
+        metrics, self._broadcast_bytes = self._server_call(lambda: ray.get([metrics_ref, size_ref]))
+        return metrics
 
     def evaluate(self, hospitals: list[int], num_units: int, round_index: int = 0) -> tuple[dict[int, dict[str, float]], list[Any]]:
         return self.pool.evaluate(self.broadcast_ref, hospitals, num_units, round_index, self.run_seed)

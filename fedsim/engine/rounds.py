@@ -151,13 +151,23 @@ def run_round(backend: Backend, task: Task, round_index: int, cohort: Cohort, sc
         partials = backend.weighted_sums(backend.weigh(round_index, instructions, seen, partials))
     round_metrics, hospital_metrics = backend.aggregate(round_index, instructions, seen, partials)
     reports = [replace(r, metrics={**r.metrics, **hospital_metrics.get(r.hospital, {})}) for r in reports]
-    hospital_scores: dict[int, dict[str, float]] = {}
-    global_metrics: dict[str, float] = {}
-    global_tables: dict[str, list[dict[str, Any]]] = {}
-    if scored is not None:
-        hospital_scores, outputs = backend.evaluate(scored, task.global_eval_units() if backend.has_global_model else 0, round_index)
-        if backend.has_global_model:
-            global_metrics, global_tables = task.global_metrics(outputs), task.global_tables(outputs)
-        backend.observe(round_index, validation_metrics(global_metrics))
+    hospital_scores, global_metrics, global_tables = evaluate_and_observe(backend, task, round_index, scored)
     return RoundOutcome(round_index, instructions, reports, round_metrics, hospital_scores, global_metrics, bytes_sent,
                         timeline, global_tables)
+
+
+def evaluate_and_observe(
+    backend: Backend, task: Task, round_index: int, scored: list[int] | None
+) -> tuple[dict[int, dict[str, float]], dict[str, float], dict[str, list[dict[str, Any]]]]:
+    """Score the new model on the `scored` hospitals' own test splits and (where the strategy has
+    one) the global model on the global test and validation splits, then let the strategy observe
+    the validation metrics; nothing when `scored` is None (no evaluation this round or step)."""
+    if scored is None:
+        return {}, {}, {}
+    hospital_scores, outputs = backend.evaluate(scored, task.global_eval_units() if backend.has_global_model else 0, round_index)
+    global_metrics: dict[str, float] = {}
+    global_tables: dict[str, list[dict[str, Any]]] = {}
+    if backend.has_global_model:
+        global_metrics, global_tables = task.global_metrics(outputs), task.global_tables(outputs)
+    backend.observe(round_index, validation_metrics(global_metrics))
+    return hospital_scores, global_metrics, global_tables

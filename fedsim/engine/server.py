@@ -8,8 +8,9 @@ from typing import Any
 from fedsim.engine.fixed_point import FixedPointSum
 from fedsim.params import Params, params_nbytes
 from fedsim.pipeline.base import Pipeline, ServerContext
-from fedsim.protocol import Aggregate, ClientReport, Cohort, Instruction, Summaries
+from fedsim.protocol import Aggregate, ClientReport, Cohort, Instruction, Summaries, Updates
 from fedsim.quarantine import OK, kept_share
+from fedsim.strategies.asynchronous import Arrival
 from fedsim.strategies.base import Strategy
 
 
@@ -21,6 +22,8 @@ class ServerCore:
         self.strategy = strategy
         self.pipeline = pipeline
         self.broadcast = strategy.initial_broadcast(initial_params)
+        #: Asynchronous strategies: updates of hospitals in flight or buffered, by (dispatch, hospital).
+        self.pending: dict[tuple[int, int], dict[str, Any]] = {}
 
     def initial(self) -> tuple[Params, int]:
         """The round-1 broadcast and its size in bytes."""
@@ -89,12 +92,29 @@ class ServerCore:
         round_metrics = {**{f"strategy_{k}": v for k, v in metrics.items()}, **{f"pipeline_{k}": v for k, v in stage_metrics.items()}}
         return self.broadcast, round_metrics, params_nbytes(self.broadcast), self.strategy.hospital_metrics()
 
+    def receive(self, dispatch: int, hospitals: list[int], *partials: Updates) -> None:
+        """Keep the updates `hospitals` of dispatch `dispatch` sent (asynchronous strategies)
+        until `step` applies them: the others dropped out."""
+        keep = set(hospitals)
+        self.pending.update(((dispatch, h), update) for batch in partials for h, update in batch if h in keep)
+
+    def step(self, arrivals: list[tuple[int, int, int]]) -> tuple[Params, dict[str, float], int]:
+        """One asynchronous server step with the pending updates of `arrivals` ((dispatch,
+        hospital, staleness), in arrival order); returns the new broadcast, the step's metrics
+        and its size in bytes."""
+        applied = [Arrival(h, staleness, self.pending.pop((dispatch, h))) for dispatch, h, staleness in arrivals]
+        self.broadcast, metrics = self.strategy.step(self.broadcast, applied)
+        return self.broadcast, {f"strategy_{k}": v for k, v in metrics.items()}, params_nbytes(self.broadcast)
+
     def get_state(self) -> dict[str, Any]:
-        """Everything that determines the server's future: broadcast, strategy and stage state."""
-        return {"broadcast": self.broadcast, "strategy": self.strategy.get_state(), "pipeline": self.pipeline.get_state()}
+        """Everything that determines the server's future: broadcast, strategy and stage state,
+        and the pending asynchronous updates."""
+        return {"broadcast": self.broadcast, "strategy": self.strategy.get_state(), "pipeline": self.pipeline.get_state(),
+                "pending": self.pending}
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.broadcast = state["broadcast"]
+        self.pending = state["pending"]
         self.strategy.set_state(state["strategy"])
         self.pipeline.set_state(state["pipeline"])
 

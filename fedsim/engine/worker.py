@@ -101,7 +101,7 @@ class WorkerCore:
         update stage keeps hospital state.
         """
         strategy, secure = self.strategy, self.pipeline.secure_aggregation
-        individual = strategy.weighs_after_training or strategy.sends_individual_updates
+        individual = not strategy.sums_on_workers
         holding = hold and not individual
         partial: FixedPointSum | Summaries | Updates | None = [] if individual else None if holding \
             else secure.new_sum() if secure else FixedPointSum()

@@ -34,6 +34,8 @@ class StrategyConfig(Pluggable):
 
     registry = STRATEGIES
     tag = "name"
+    #: True for strategies without rounds, driven by the simulated clock (FedBuff, FedAsync).
+    asynchronous: ClassVar[bool] = False
     name: str
 
     def check(self, config: "Config") -> None:
@@ -51,6 +53,14 @@ class Strategy(ABC):
     #: Krum): each worker sends every hospital's contribution, the server holds the round's updates
     #: (cohort x model bytes) and reduces them with `combine` in place of the exact sum.
     sends_individual_updates: ClassVar[bool] = False
+
+    @property
+    def sums_on_workers(self) -> bool:
+        """Workers add each hospital's contribution, weighted as instructed, into one exact (or
+        masked) sum, or hold it so for the simulated clock to settle: the strategy neither weighs
+        after training nor needs the individual updates."""
+        return not (self.weighs_after_training or self.sends_individual_updates)
+
     #: True when the contribution is p_k (w_k - w_t) for trained parameters (FedOpt, FedAvgM), so
     #: the summed total is the mean update, not the mean model (federated dropout rescales updates).
     sums_updates: ClassVar[bool] = False

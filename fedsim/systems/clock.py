@@ -43,6 +43,10 @@ class RoundTimeline:
     def kept(self) -> list[int]:
         return sorted(h for h, status in self.status.items() if status == OK)
 
+    def client_columns(self, reports: list[ClientReport]) -> list[dict[str, float | bool]]:
+        """clients.parquet's systems columns, one dict per report."""
+        return [{"sim_finish": self.finish[report.hospital], "kept": report.status == OK} for report in reports]
+
     def mark(self, reports: list[ClientReport]) -> list[ClientReport]:
         """The reports with each hospital's systems status (a quarantined one keeps its own)."""
         return [report if report.status != OK else replace(report, status=self.status[report.hospital]) for report in reports]
@@ -96,19 +100,27 @@ class SystemsRound:
             planned.append(instruction)
         return planned
 
+    def seconds(self, instruction: Instruction, upload_bytes: int, broadcast_bytes: int) -> float:
+        """The hospital's download + compute + upload time."""
+        h = instruction.hospital
+        return self.download_seconds(h, broadcast_bytes) + self.compute_seconds(instruction) + upload_bytes / float(self.profiles.uplink[h])
+
+    def drops_out(self, round_index: int, hospital: int) -> bool:
+        """Whether `hospital` drops out of its work keyed `round_index` (stream SYSTEM_DROPOUT)."""
+        return bool(rng_for(self.run_seed, Stream.SYSTEM_DROPOUT, round_index, hospital).random() < self.profiles.dropout[hospital])
+
     def settle(self, round_index: int, instructions: list[Instruction], reports: list[ClientReport], broadcast_bytes: int) -> RoundTimeline:
         """Who arrived when, who is kept, and how long the round lasted."""
-        spec, profiles = self.spec, self.profiles
+        spec = self.spec
         uploads = {report.hospital: report.upload_bytes for report in reports}
         finish: dict[int, float] = {}
         status: dict[int, str] = {}
         for instruction in instructions:
             h = instruction.hospital
-            if rng_for(self.run_seed, Stream.SYSTEM_DROPOUT, round_index, h).random() < profiles.dropout[h]:
+            if self.drops_out(round_index, h):
                 finish[h], status[h] = NAN, DROPPED_OUT
                 continue
-            finish[h] = (self.download_seconds(h, broadcast_bytes) + self.compute_seconds(instruction)
-                         + uploads[h] / float(profiles.uplink[h]))
+            finish[h] = self.seconds(instruction, uploads[h], broadcast_bytes)
             status[h] = OK if instruction.plan.max_steps != 0 else LATE  # no step fits: nothing worth sending
         arriving = sorted((t, h) for h, t in finish.items() if status[h] == OK)
         awaited = arriving[: self.per_round] if spec.over_selection > 0 else arriving
