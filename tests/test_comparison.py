@@ -125,7 +125,7 @@ def test_rounds_to_a_target_adds_simulated_hours_where_the_runs_simulate_time() 
     table = targets_table(_rows(curves, clock), [parse_target("global_accuracy>=0.8")])
     assert table.splitlines()[0] == ("| strategy | seeds | rounds to global_accuracy >= 0.8 "
                                      "| simulated hours to global_accuracy >= 0.8 |")
-    assert _cells(table, "a")[3] == f"1.50 ± {np.std([2.5, 0.5], ddof=1):.2f}"  # 9000 s and 1800 s
+    assert _cells(table, "a")[3] == f"1.500 ± {np.std([2.5, 0.5], ddof=1):.3f}"  # 9000 s and 1800 s
     assert "simulated" not in targets_table(_rows(curves), [parse_target("global_accuracy=0.8")])
 
 
