@@ -188,3 +188,26 @@ def test_compare_resumes_an_interrupted_run_instead_of_refusing_it(tmp_path: Pat
     assert _finished(interrupted) == 2 and load_checkpoint(interrupted).round_index == 2
     run_all(runs, tmp_path / "compare")
     assert_same_run(clean_dir, interrupted)
+
+
+def test_a_checkpoint_from_before_asynchronous_aggregation_resumes(tmp_path: Path, monkeypatch) -> None:
+    """Checkpoints written before the server kept pending asynchronous updates (no `pending` in
+    its state, no `asynchronous` field) resume to the bits of an uninterrupted run."""
+    import dataclasses
+    import pickle
+
+    from fedsim.checkpoint import CHECKPOINT
+
+    overrides = SMALL + ["rounds=3", "engine.backend=in_process"]
+    clean_dir, interrupted = tmp_path / "clean", tmp_path / "interrupted"
+    Simulation(load_config(None, overrides), clean_dir, quiet=True).run()
+    with interrupted_in_round(3, monkeypatch), pytest.raises(KeyboardInterrupt):
+        Simulation(load_config(None, overrides), interrupted, quiet=True).run()
+    checkpoint = load_checkpoint(interrupted)
+    older = {field.name: getattr(checkpoint, field.name) for field in dataclasses.fields(checkpoint) if field.name != "asynchronous"}
+    older["server"] = {key: value for key, value in checkpoint.server.items() if key != "pending"}
+    stripped = type(checkpoint).__new__(type(checkpoint))
+    stripped.__dict__.update(older)  # as unpickled from an older fedsim: the new field falls back to its default
+    (interrupted / CHECKPOINT).write_bytes(pickle.dumps(stripped))
+    Simulation.resume(interrupted, quiet=True).run()
+    assert_same_run(clean_dir, interrupted)

@@ -114,7 +114,7 @@ class ServerCore:
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.broadcast = state["broadcast"]
-        self.pending = state["pending"]
+        self.pending = state.get("pending", {})  # (a checkpoint written before asynchronous aggregation has none)
         self.strategy.set_state(state["strategy"])
         self.pipeline.set_state(state["pipeline"])
 
