@@ -135,7 +135,7 @@ def render_report(path: str | Path, show_all: bool = False, damaged: list[Path] 
     shown = list(range(done)) if show_all else rounds_to_show(done, keep=(best,) if best is not None else ())
     lines = [
         f"run {run.path} ({status})",
-        f"strategy {config.strategy.name}, {spec.describe(config)}, {config.clients_per_round()} per round, seed {config.seed}",
+        f"strategy {config.strategy.name}, {spec.describe(config)}, {_cohort(config)}, seed {config.seed}",
         *_spread_legend(columns),
         "",
         "| " + " | ".join(column.heading for column in columns) + " |",
@@ -176,3 +176,10 @@ def _headline_summary(rows: list[dict[str, Any]], best: int, spec: TaskSpec) -> 
     tail = scored[-LAST:]
     return (f"best {name} {rows[best][spec.headline]:.3f} at round {rows[best]['round']}; "
             f"last scored {scored[-1]:.3f}; mean of the last {len(tail)} scored rounds {sum(tail) / len(tail):.3f}")
+
+
+def _cohort(config: Any) -> str:
+    """How many hospitals work at a time: a round's cohort, or an asynchronous run's concurrency."""
+    if config.strategy.asynchronous:
+        return f"{config.clients_per_round()} training at once, rows are server steps"
+    return f"{config.clients_per_round()} per round"

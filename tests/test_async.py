@@ -16,6 +16,7 @@ from fedsim.engine.in_process import InProcessBackend
 from fedsim.engine.rounds import RoundSchedule, run_round
 from fedsim.errors import ConfigError
 from fedsim.pipeline.base import Pipeline
+from fedsim.report import render_report
 from fedsim.simulation import Simulation
 from fedsim.strategies.asynchronous import Arrival, StalenessConfig
 from fedsim.strategies.fedasync import FedAsync
@@ -136,6 +137,8 @@ def test_a_fedbuff_run_logs_server_steps_and_arrivals(tmp_path) -> None:
         arrivals = [clients["sim_start"][i] + clients["sim_finish"][i] for i in kept]
         assert max(arrivals) == pytest.approx(rounds["sim_clock"][step - 1])
     assert {"ok", "dropped out"} <= set(clients["status"])  # the built-in tiers drop out now and then
+    header = render_report(tmp_path).splitlines()[1]
+    assert "training at once, rows are server steps" in header and "per round" not in header
 
 
 @pytest.mark.parametrize("settings", [
