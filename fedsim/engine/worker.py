@@ -238,10 +238,10 @@ class WorkerCore:
         `round_index` and `run_seed` key the fine-tuning's seeds (eval.personalise_steps)."""
         strategy = self.strategy
         batch_statistics = strategy.global_eval_batch_statistics
+        models = strategy.models(broadcast)
         per_hospital = []
         for hospital, state in zip(hospitals, states):
             state = state or HospitalState()
-            models = strategy.models(broadcast)
             params = strategy.evaluation_params(models[self._choice(hospital, models, state)], state.strategy)
             untrained = batch_statistics and state.strategy is None
             per_hospital.append(self._scores(hospital, params, state, round_index, run_seed, untrained))

@@ -53,14 +53,6 @@ class Strategy(ABC):
     #: Krum): each worker sends every hospital's contribution, the server holds the round's updates
     #: (cohort x model bytes) and reduces them with `combine` in place of the exact sum.
     sends_individual_updates: ClassVar[bool] = False
-
-    @property
-    def sums_on_workers(self) -> bool:
-        """Workers add each hospital's contribution, weighted as instructed, into one exact (or
-        masked) sum, or hold it so for the simulated clock to settle: the strategy neither weighs
-        after training nor needs the individual updates."""
-        return not (self.weighs_after_training or self.sends_individual_updates)
-
     #: True when the contribution is p_k (w_k - w_t) for trained parameters (FedOpt, FedAvgM), so
     #: the summed total is the mean update, not the mean model (federated dropout rescales updates).
     sums_updates: ClassVar[bool] = False
@@ -74,6 +66,13 @@ class Strategy(ABC):
     has_global_model: ClassVar[bool] = True
     #: Parameters that never leave a hospital (FedBN's BN): not part of the update it sends.
     local_keys: frozenset[str] = frozenset()
+
+    @property
+    def sums_on_workers(self) -> bool:
+        """Workers add each hospital's contribution, weighted as instructed, into one exact (or
+        masked) sum, or hold it so for the simulated clock to settle: the strategy neither weighs
+        after training nor needs the individual updates."""
+        return not (self.weighs_after_training or self.sends_individual_updates)
 
     def initial_broadcast(self, params: Params) -> Params:
         """What the server sends in round 1, from the initial model."""
