@@ -128,3 +128,35 @@ def test_a_dataset_without_validation_gets_a_stratified_one_carved_from_training
 def test_test_metrics_are_not_a_fedmrl_reward() -> None:
     with pytest.raises(ConfigError, match="strategy.reward"):
         load_config(None, ["strategy={name: fedmrl, reward: accuracy}"])
+
+
+@pytest.mark.parametrize(
+    "partition",
+    [
+        "{scheme: dirichlet, alpha: 0.5}",
+        "{scheme: shards, eta: 1.0, shards_per_class: 10}",
+        "{scheme: pathological, classes_per_hospital: 2}",
+        "{scheme: authors_shards, shards_per_class: 200, samples_per_shard: 5}",
+        "{scheme: authors_shards, eta: 0.5, shards_per_class: 40, samples_per_shard: 3}",
+    ],
+)
+def test_no_hospital_is_tested_on_an_image_any_hospital_trains_on(partition: str) -> None:
+    """The authors' shard draw lets hospitals share images; a hospital's local test split must
+    still hold only images no hospital trains on (and local tests must not share images)."""
+    from fedsim.data.federation import build_federation
+
+    config = load_config(None, [
+        "data.source={kind: synthetic, classes: 3, train_samples: 900, test_samples: 30}",
+        "data.hospitals=5", f"data.partition={partition}", "data.local_test_fraction=0.2",
+    ])
+    federation = build_federation(config.data, seed=4)
+    trained_on = np.concatenate(federation.train_parts)
+    tests = np.concatenate(federation.test_parts)
+    assert all(len(part) for part in federation.test_parts)
+    assert not np.intersect1d(tests, trained_on).size
+    assert len(np.unique(tests)) == len(tests)
+    if "authors_shards" in partition:  # the held-out images are shared out by each hospital's label mix
+        labels = federation.train_labels
+        for train, test in zip(federation.train_parts, federation.test_parts):
+            train_mix, test_mix = (np.bincount(labels[p], minlength=3) / len(p) for p in (train, test))
+            assert np.abs(train_mix - test_mix).max() < 0.1

@@ -182,16 +182,54 @@ def build_federation(config: DataConfig, seed: int, given: ImageDataset | None =
         raise ConfigError(
             f"data.hospitals: expected at most the {len(labels)} training samples of {dataset.name}, got {config.hospitals}"
         )
-    parts = partition_labels(config, labels, seed)
-    train_parts, test_parts = [], []
-    for hospital, indices in enumerate(parts):
-        train, test = split_local_test(
-            indices, config.local_test_fraction, seed_for(seed, Stream.PARTITION, 1, hospital)
-        )
-        train_parts.append(train)
-        test_parts.append(test)
+    if isinstance(config.partition, AuthorsShardPartition):
+        train_parts, test_parts = _overlapping_hospital_splits(config, labels, seed)
+    else:
+        train_parts, test_parts = [], []
+        for hospital, indices in enumerate(partition_labels(config, labels, seed)):
+            train, test = split_local_test(
+                indices, config.local_test_fraction, seed_for(seed, Stream.PARTITION, 1, hospital)
+            )
+            train_parts.append(train)
+            test_parts.append(test)
     profiles = draw_scanner_profiles(config.hospitals, config.scanner_shift, seed_for(seed, Stream.SCANNER))
     return Federation(dataset, labels, tuple(train_parts), tuple(test_parts), profiles, seed, generated)
+
+
+def _overlapping_hospital_splits(
+    config: DataConfig, labels: np.ndarray, seed: int
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """(train, test) parts for a partition whose hospitals share samples (authors_shards).
+
+    Cutting each hospital's test split from its own draw would score it on images other
+    hospitals train on (at the authors' defaults nearly all of them), so a stratified
+    `local_test_fraction` of every class is held out before the draw, no hospital trains on it,
+    and it is shared out disjointly, each class in proportion to the hospitals' training counts
+    of that class (so a hospital is tested on its own label mix)."""
+    held_out = _stratified_hold_out(labels, config.local_test_fraction, seed_for(seed, Stream.PARTITION, 2))
+    drawable = np.setdiff1d(np.arange(len(labels)), held_out)
+    train_parts = [drawable[part] for part in partition_labels(config, labels[drawable], seed)]
+    rng = np.random.default_rng(seed_for(seed, Stream.PARTITION, 3))
+    shares: list[list[np.ndarray]] = [[] for _ in train_parts]
+    for label in np.unique(labels[held_out]):
+        pool = rng.permutation(held_out[labels[held_out] == label])
+        counts = np.array([np.count_nonzero(labels[part] == label) for part in train_parts], dtype=np.float64)
+        weights = counts if counts.sum() else np.ones(len(train_parts))
+        cuts = np.round(np.cumsum(weights)[:-1] / weights.sum() * len(pool)).astype(np.int64)
+        for hospital, piece in enumerate(np.split(pool, cuts)):
+            shares[hospital].append(piece)
+    test_parts = [np.sort(np.concatenate(pieces)) if pieces else np.zeros(0, np.int64) for pieces in shares]
+    return train_parts, test_parts
+
+
+def _stratified_hold_out(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """round(fraction * n_c) seeded samples of every class c, sorted."""
+    rng = np.random.default_rng(seed)
+    chosen = [
+        rng.choice(members, round(fraction * len(members)), replace=False)
+        for members in (np.flatnonzero(labels == label) for label in np.unique(labels))
+    ]
+    return np.sort(np.concatenate(chosen)).astype(np.int64)
 
 
 def _synthetic_labels(source: SyntheticSource, seed: int) -> np.ndarray:

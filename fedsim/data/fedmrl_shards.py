@@ -15,7 +15,8 @@ client drew are unused. Their defaults: 4 clients, 200 shards per class, 5 sampl
 eta = 1.0.
 
 Unlike fedsim.data.partition's schemes this is no disjoint cover: hospital parts may share
-samples (each hospital's own test split is then cut from samples other hospitals may train on).
+samples, so a hospital's own test split cannot be cut from its draw (other hospitals train on
+nearly all of it); fedsim.data.federation holds local test images out before the draw.
 fedsim's own shard rule (`scheme: shards`, fedsim.data.partition.partition_shards) is the
 disjoint, label-skewed reading of the paper's text.
 """
