@@ -14,13 +14,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from fedsim.config import Config, load_config, merge_settings, parse_config
 from fedsim.errors import ConfigError
 from fedsim.results import CLIENTS, CONFUSION, HOSPITAL_EVAL, MODEL, PARTITION, ROUNDS, RunDirectory, fresh_run_dir
+
+if TYPE_CHECKING:  # pandas is imported where tables are read: every Ray worker imports fedsim, none reads one
+    import pandas as pd
 
 
 @dataclass
@@ -32,6 +33,8 @@ class RunResult:
     task: Any  # the run's task (builds the model that model.pt loads into)
 
     def _table(self, name: str) -> pd.DataFrame:
+        import pandas as pd
+
         path = RunDirectory(self.run_dir).table_path(name)
         return pd.read_parquet(path) if path.is_dir() else pd.DataFrame()
 

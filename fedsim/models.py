@@ -3,6 +3,9 @@
 A model factory takes (input channels, number of classes) and returns a fresh `torch.nn.Module`.
 The task resolves the name on the driver and carries the factory itself to the workers (Ray
 pickles a factory defined in a script or notebook by value), so workers need no registration.
+
+torchvision is imported inside the factories that use it: importing it pulls in torch._dynamo,
+about 2 s of every Ray worker's start on a small CPU, which runs of the small CNN need not pay.
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ from typing import Callable
 
 import torch
 from torch import nn
-from torchvision.models import densenet121, resnet18
 
 from fedsim.errors import ConfigError
 from fedsim.registry import Registry
@@ -52,6 +54,8 @@ class SmallCNN(nn.Module):
 def small_input_resnet18(in_channels: int, num_classes: int) -> nn.Module:
     """torchvision ResNet-18 for 28-64 px inputs: a 3x3 stride-1 stem and no max-pool, so the
     feature map is not reduced to 1x1 before the last stage (as in CIFAR-style ResNets)."""
+    from torchvision.models import resnet18
+
     model = resnet18(weights=None, num_classes=num_classes)
     model.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
     model.maxpool = nn.Identity()
@@ -66,6 +70,8 @@ def small_cnn_group_norm(in_channels: int, num_classes: int) -> nn.Module:
 def imagenet_densenet121(in_channels: int, num_classes: int) -> nn.Module:
     """torchvision's DenseNet-121 (the FedMRL authors' backbone, for 224 px inputs); grey images
     get a one-channel stem (a pretrained stem's RGB filters are summed when loaded)."""
+    from torchvision.models import densenet121
+
     model = densenet121(weights=None, num_classes=num_classes)
     if in_channels != 3:
         model.features.conv0 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
@@ -75,6 +81,8 @@ def imagenet_densenet121(in_channels: int, num_classes: int) -> nn.Module:
 def imagenet_resnet18(in_channels: int, num_classes: int) -> nn.Module:
     """torchvision's ResNet-18 with its ImageNet stem (7x7 stride 2 and max-pool), the shape
     ImageNet weights fit; `resnet18` is the small-input variant."""
+    from torchvision.models import resnet18
+
     model = resnet18(weights=None, num_classes=num_classes)
     if in_channels != 3:
         model.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)

@@ -8,7 +8,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -23,7 +23,6 @@ from fedsim.engine.memory import peak_rss_bytes
 from fedsim.engine.rounds import RoundOutcome, RoundSchedule, run_round
 from fedsim.metrics import worst_decile_mean
 from fedsim.pipeline.base import build_pipeline
-from fedsim.privacy.ledger import PrivacyLedger
 from fedsim.protocol import ClientReport
 from fedsim.quarantine import OK, is_quarantined
 from fedsim.quarantine import announce as announce_quarantine
@@ -34,6 +33,9 @@ from fedsim.strategies import build_strategy
 from fedsim.tasks.base import Task
 from fedsim.tasks.factory import build_task
 from fedsim.tracking import Trackers
+
+if TYPE_CHECKING:
+    from fedsim.privacy.ledger import PrivacyLedger
 
 NAN = float("nan")
 
@@ -65,7 +67,7 @@ class Simulation:
         self.task: Task = build_task(config, dataset)  # data errors surface here, before Ray starts
         self.strategy = build_strategy(config, self.task)
         self.pipeline = build_pipeline(config, self.task)
-        self.privacy = PrivacyLedger(config, self.task.hospital_sizes()) if config.privacy else None
+        self.privacy = _privacy_ledger(config, self.task) if config.privacy else None
         self.asynchronous: AsynchronousRun | None = None  # the event loop of an asynchronous strategy, made by run()
         self.stopped: str | None = None  # why the run ended before config.rounds, if it did
         self.round_starts: list[float] = [0.0]  # simulated clock when each round started, then now
@@ -167,7 +169,7 @@ class Simulation:
         """The privacy ledger as it stood after round `done`: rebuilt by recording rounds 1..done
         again, since what a round spends is a pure function of its (seeded) cohort."""
         if self.privacy is not None:
-            self.privacy = PrivacyLedger(self.config, self.task.hospital_sizes())
+            self.privacy = _privacy_ledger(self.config, self.task)
             for round_index in range(1, done + 1):
                 self.privacy.record(schedule.cohort(round_index, self.round_starts[round_index - 1] if self.config.systems else 0.0))
 
@@ -278,3 +280,11 @@ def _client_row(round_index: int, report: ClientReport, systems: Mapping[str, An
         **systems,
         **{name: float(value) for name, value in report.metrics.items()},
     }
+
+
+def _privacy_ledger(config: Config, task: Task) -> "PrivacyLedger":
+    """The run's ledger, imported only for runs with privacy: its accountant (Opacus) adds
+    seconds to the driver's start."""
+    from fedsim.privacy.ledger import PrivacyLedger
+
+    return PrivacyLedger(config, task.hospital_sizes())

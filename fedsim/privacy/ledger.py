@@ -10,17 +10,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fedsim.privacy.accounting import ORDERS, calibrate, epsilon, rdp
+from fedsim.privacy.dp_sgd import dp_sgd_batches
 from fedsim.privacy.settings import PrivacyConfig
 from fedsim.protocol import Cohort
 
 if TYPE_CHECKING:
     from fedsim.config import Config
-
-
-def dp_sgd_batches(size: int, batch_size: int) -> int:
-    """Batches per local epoch of DP-SGD: Opacus' Poisson sampler at rate 1 / this draws this
-    many batches of expected size `batch_size`."""
-    return max(1, math.ceil(int(size) / batch_size))
 
 
 class PrivacyLedger:
