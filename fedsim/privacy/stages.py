@@ -4,6 +4,8 @@ Order on the hospital: for central DP, compression first and then the clip (so w
 norm <= C whatever the compressor did, and the residual of top-k never leaves); for local DP,
 clip and noise first and then compression (post-processing of a private update). Server halves
 run in the reverse order: central DP's noise goes on the sum before federated dropout rescales it.
+
+The accountant (Opacus, seconds to import) is imported only when a run has a privacy section.
 """
 
 from __future__ import annotations
@@ -14,10 +16,8 @@ from fedsim.errors import ConfigError
 from fedsim.params import is_statistic
 from fedsim.pipeline.base import UpdateStage
 from fedsim.privacy.compression import Quantize, TopK
-from fedsim.privacy.accounting import update_noise_multiplier
 from fedsim.privacy.dp import AdaptiveClipping, CentralDP, LocalDP
 from fedsim.privacy.federated_dropout import FederatedDropout
-from fedsim.privacy.ledger import run_noise_multiplier
 
 if TYPE_CHECKING:
     from fedsim.config import Config
@@ -29,6 +29,8 @@ def section_stages(config: "Config", task: "Task") -> list[UpdateStage]:
     privacy = config.privacy
     if privacy is None or privacy.mechanism == "dp_sgd":
         return compression
+    from fedsim.privacy.ledger import run_noise_multiplier
+
     refuse_shared_statistics(config, task)
     sigma = run_noise_multiplier(config, task.hospital_sizes())
     if privacy.mechanism == "central":
@@ -43,6 +45,8 @@ def central_dp(config: "Config", sigma: float) -> CentralDP:
     adaptive = privacy.adaptive_clipping
     if adaptive is None:
         return CentralDP(privacy.clip_norm, sigma, expected, config.seed)
+    from fedsim.privacy.accounting import update_noise_multiplier
+
     rule = AdaptiveClipping(adaptive.target_quantile, adaptive.learning_rate, adaptive.count_noise_for(expected))
     try:
         update_sigma = update_noise_multiplier(sigma, rule.count_noise)
