@@ -34,6 +34,23 @@ def test_building_a_run_without_privacy_imports_no_optional_library(tmp_path) ->
     assert not set(_imported_after(build)) & set(HEAVY)
 
 
+def test_a_hospitals_local_training_does_not_import_torch_dynamo() -> None:
+    """torch.optim's Optimizer class imports torch._dynamo on first use (seconds of each worker's
+    first round); local SGD steps without it (fedsim.tasks.local_sgd)."""
+    train = (
+        "from fedsim.config import load_config\n"
+        "from fedsim.protocol import LocalPlan\n"
+        "from fedsim.tasks.factory import build_task\n"
+        "task = build_task(load_config(None, ['data.hospitals=2', 'train.momentum=0.9']))\n"
+        "task.warm_up()\n"
+        "task.train(0, task.initial_params(0), LocalPlan(epochs=1), None, 0)\n"
+        "task.fine_tune(0, task.initial_params(0), 2, None, 0)\n"
+        "print('torch._dynamo' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", f"import sys\n{train}"], capture_output=True, text=True, check=True)
+    assert done.stdout.split()[-1] == "False"
+
+
 def test_the_optional_libraries_still_load_where_they_are_used() -> None:
     imported = _imported_after(
         "from fedsim.models import model_factory; model_factory('resnet18')(1, 2)\n"

@@ -23,6 +23,7 @@ from fedsim.params import Params
 from fedsim.torch_params import load_params, params_of
 from fedsim.protocol import LocalPlan, LocalResult
 from fedsim.tasks.base import Task, TrainJob
+from fedsim.tasks.local_sgd import LocalSGD
 from fedsim.tasks.vectorized import HospitalData, VectorizedSGD, shuffled_batches
 from fedsim.tasks.worker_local import WorkerLocalTorch
 
@@ -155,9 +156,12 @@ class ClassificationTask(WorkerLocalTorch, Task):
             loss_sum, steps, seen, correct = 0.0, 0, 0, 0
             budget = plan.max_steps if plan.max_steps is not None else math.inf
             for phase_epochs, parameters in training_phases(trained, plan):
-                optimizer = torch.optim.SGD(parameters, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
-                private = self.dp_sgd.attach(model, optimizer, count, config.batch_size, seed) if self.dp_sgd else None
-                optimizer = private.optimizer if private else optimizer
+                if self.dp_sgd:  # Opacus wraps a torch.optim optimizer
+                    sgd = torch.optim.SGD(parameters, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+                    private = self.dp_sgd.attach(model, sgd, count, config.batch_size, seed)
+                    optimizer = private.optimizer
+                else:
+                    private, optimizer = None, LocalSGD(parameters, config)
                 for _ in range(phase_epochs):
                     for batch in private.batches() if private else shuffled_batches(count, config.batch_size, generator):
                         if steps >= budget:
@@ -231,7 +235,7 @@ class ClassificationTask(WorkerLocalTorch, Task):
         images, labels = self._tensors(hospital, "train")
         model = self._model_with(params)
         model.train()
-        optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+        optimizer = LocalSGD(list(model.parameters()), config)
         generator = torch.Generator().manual_seed(seed)
         epochs = itertools.repeat(None) if len(labels) else ()
         batches = (batch for _ in epochs for batch in shuffled_batches(len(labels), config.batch_size, generator))
