@@ -18,15 +18,15 @@ from typing import Literal, Mapping
 from pydantic import Field
 
 from fedsim.protocol import HEAD_FIRST, Cohort, Instruction
-from fedsim.strategies.base import StrategyConfig, sample_shares, weighted_instructions
-from fedsim.strategies.fedper import FedPer, head_keys
+from fedsim.strategies.base import sample_shares, weighted_instructions
+from fedsim.strategies.fedper import FedPer, FedPerConfig, head_keys
 
 
-class FedRepConfig(StrategyConfig):
-    """FedRep: local head trained first (body frozen), then the shared body (head frozen)."""
+class FedRepConfig(FedPerConfig):
+    """FedRep: local head trained first (body frozen), then the shared body (head frozen); the
+    head is chosen as FedPer's (`head`)."""
 
-    name: Literal["fedrep"] = "fedrep"
-    head: str | None = None  # parameter-name prefix of the local head; None: the model's last layer
+    name: Literal["fedrep"] = "fedrep"  # type: ignore[assignment]
     head_epochs: int = Field(10, ge=0)
 
     def build(self, config, task) -> "FedRep":
