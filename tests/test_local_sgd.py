@@ -19,7 +19,7 @@ def test_local_sgd_steps_are_torch_sgd_steps_bit_for_bit(momentum: float, weight
     theirs, start = copy.deepcopy(ours), copy.deepcopy(ours)
     config = TrainConfig(lr=0.1, momentum=momentum, weight_decay=weight_decay)
     # the last layer gets no gradient in odd steps: both must skip it and keep its momentum
-    local = LocalSGD(list(ours.parameters()), config)
+    local = LocalSGD(ours.parameters(), config)
     reference = torch.optim.SGD(theirs.parameters(), lr=0.1, momentum=momentum, weight_decay=weight_decay)
     for step in range(6):
         images = torch.randn(5, 1, 8, 8)
@@ -37,5 +37,5 @@ def test_local_sgd_steps_are_torch_sgd_steps_bit_for_bit(momentum: float, weight
 def test_zero_grad_can_keep_zeroed_gradients() -> None:
     layer = nn.Linear(2, 1)
     layer(torch.ones(1, 2)).sum().backward()
-    LocalSGD(list(layer.parameters()), TrainConfig()).zero_grad(set_to_none=False)
+    LocalSGD(layer.parameters(), TrainConfig()).zero_grad(set_to_none=False)
     assert torch.equal(layer.weight.grad, torch.zeros_like(layer.weight))

@@ -235,7 +235,7 @@ class ClassificationTask(WorkerLocalTorch, Task):
         images, labels = self._tensors(hospital, "train")
         model = self._model_with(params)
         model.train()
-        optimizer = LocalSGD(list(model.parameters()), config)
+        optimizer = LocalSGD(model.parameters(), config)
         generator = torch.Generator().manual_seed(seed)
         epochs = itertools.repeat(None) if len(labels) else ()
         batches = (batch for _ in epochs for batch in shuffled_batches(len(labels), config.batch_size, generator))

@@ -12,7 +12,7 @@ DP-SGD keeps torch.optim.SGD, because Opacus wraps an Optimizer (fedsim.privacy.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable
 
 import torch
 from torch.optim.sgd import sgd
@@ -24,7 +24,7 @@ class LocalSGD:
     """torch.optim.SGD(parameters, lr, momentum, weight_decay) for the calls local training
     makes: `zero_grad()` and `step()`."""
 
-    def __init__(self, parameters: Sequence[torch.Tensor], train: TrainConfig) -> None:
+    def __init__(self, parameters: Iterable[torch.Tensor], train: TrainConfig) -> None:
         self.parameters = list(parameters)
         self.train = train
         self.momentum_buffers: list[torch.Tensor | None] = [None] * len(self.parameters)
