@@ -37,7 +37,7 @@ def test_building_a_run_without_privacy_imports_no_optional_library(tmp_path) ->
 
 def test_a_hospitals_local_training_does_not_import_torch_dynamo() -> None:
     """torch.optim's Optimizer class imports torch._dynamo on first use (seconds of each worker's
-    first round); local SGD steps without it (fedsim.tasks.local_sgd)."""
+    first round); local SGD steps without it (fedsim.tasks.local_optim)."""
     train = (
         "from fedsim.config import load_config\n"
         "from fedsim.protocol import LocalPlan\n"
@@ -46,6 +46,20 @@ def test_a_hospitals_local_training_does_not_import_torch_dynamo() -> None:
         "task.warm_up()\n"
         "task.train(0, task.initial_params(0), LocalPlan(epochs=1), None, 0)\n"
         "task.fine_tune(0, task.initial_params(0), 2, None, 0)"
+    )
+    assert _imported_after(train, ("torch._dynamo",)) == []
+
+
+def test_a_hospitals_dqn_training_does_not_import_torch_dynamo() -> None:
+    """The scheduling DQN's Adam steps without the Optimizer class too (fedsim.tasks.local_optim)."""
+    train = (
+        "from fedsim.config import load_config\n"
+        "from fedsim.protocol import LocalPlan\n"
+        "from fedsim.tasks.factory import build_task\n"
+        "task = build_task(load_config(None, ['task=scheduling', 'scheduling.hospitals=2', 'scheduling.env.episode_hours=4',\n"
+        "    'scheduling.dqn={steps_per_epoch: 40, learning_starts: 10, batch_size: 8, buffer_size: 50}']))\n"
+        "result = task.train(0, task.initial_params(0), LocalPlan(epochs=1), None, 0)\n"
+        "assert result.steps > 0"
     )
     assert _imported_after(train, ("torch._dynamo",)) == []
 

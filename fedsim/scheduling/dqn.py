@@ -10,7 +10,8 @@ One call of `train_dqn` is one hospital's local work in a round. What survives t
 next round is a `LearnerState` — the replay buffer, the target network and the step count that
 drives the epsilon schedule, learning start and target updates. The online network arrives as
 the round's model and leaves as the update; the Adam optimiser restarts each round from it, as
-local SGD does in classification.
+local SGD does in classification (both are torch.optim's steps without the Optimizer class,
+whose first use imports torch._dynamo: fedsim.tasks.local_optim).
 
 Masking: the environment's invalid-action rule makes an action that cannot take effect a no-op;
 the learner never picks one (greedy or random) and bootstraps over the valid next actions only,
@@ -38,6 +39,7 @@ from torch.nn import functional as F
 from fedsim.params import Params
 from fedsim.scheduling.config import DQNConfig
 from fedsim.scheduling.env import HospitalEnv
+from fedsim.tasks.local_optim import LocalAdam
 from fedsim.torch_params import load_params, params_of
 
 
@@ -157,7 +159,7 @@ def train_dqn(
     load_params(target, state.target)
     regularisers = Regularisers.of(online, mu, correction)
     buffer = state.buffer.writable()
-    optimizer = torch.optim.Adam(online.parameters(), lr=config.lr)
+    optimizer = LocalAdam(online.parameters(), config.lr)
     resets = [env.reset(seed=int(s)) for env, s in zip(envs, rng.integers(2**63 - 1, size=len(envs)))]
     observations = np.stack([observation for observation, _ in resets])
     masks = np.stack([info["action_mask"] for _, info in resets])
@@ -199,7 +201,7 @@ def _gradient_step(
     config: DQNConfig,
     online: QNetwork,
     target: QNetwork,
-    optimizer: torch.optim.Optimizer,
+    optimizer: LocalAdam,
     buffer: ReplayBuffer,
     rng: np.random.Generator,
     regularisers: Regularisers,

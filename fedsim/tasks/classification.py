@@ -23,7 +23,7 @@ from fedsim.params import Params
 from fedsim.torch_params import load_params, params_of
 from fedsim.protocol import LocalPlan, LocalResult
 from fedsim.tasks.base import Task, TrainJob
-from fedsim.tasks.local_sgd import LocalSGD
+from fedsim.tasks.local_optim import LocalSGD
 from fedsim.tasks.vectorized import HospitalData, VectorizedSGD, shuffled_batches
 from fedsim.tasks.worker_local import WorkerLocalTorch
 
