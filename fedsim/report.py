@@ -46,9 +46,19 @@ def _candidates(names: list[str], spec: TaskSpec) -> list[Column]:
     listed = {column.key for column in first}
     rest = [Column(n, n.removeprefix("global_").replace("_", " "), "{:.3f}")
             for n in names if n.startswith("global_") and n not in listed]
-    spread = [Column(n, "hosp. " + n.rsplit("_", 1)[1], "{:.3f}")
-              for n in names if n.startswith("hospital_") and n.endswith(("_mean", "_worst10"))]
-    return first + rest + spread
+    spread = _spread(names)
+    means = [Column(n, "hosp. " + n.removeprefix("hospital_").removesuffix("_mean").replace("_", " "), "{:.3f}")
+             for n in names if n.startswith("hospital_") and n.endswith("_mean") and n not in {c.key for c in spread}]
+    return first + rest + means + spread
+
+
+def _spread(names: list[str]) -> list[Column]:
+    """The hospital spread, always shown: mean and worst-10% mean of the one metric rounds.parquet
+    summarises so (fedsim.simulation.hospital_summary); its other scores' hospital means are
+    ordinary columns."""
+    summarised = [n.removesuffix("_worst10") for n in names if n.startswith("hospital_") and n.endswith("_worst10")]
+    return [Column(f"{metric}_{statistic}", f"hosp. {statistic}", "{:.3f}")
+            for metric in summarised for statistic in ("mean", "worst10") if f"{metric}_{statistic}" in names]
 
 
 def _same(a: list[Any], b: list[Any]) -> bool:
@@ -68,7 +78,7 @@ def choose_columns(rows: list[dict[str, Any]], names: list[str], spec: TaskSpec)
     identical: dict[str, list[str]] = {}
     empty, no_room = [], []
     candidates = _candidates(names, spec)
-    spread = [column for column in candidates if column.key.startswith("hospital_")]
+    spread = _spread(names)
     width = 1 + sum(_width(column, rows) for column in fixed + spread)  # spread columns always shown
     for column in candidates:
         values = [row.get(column.key) for row in rows]
@@ -130,13 +140,14 @@ def render_report(path: str | Path, show_all: bool = False, damaged: list[Path] 
     rows = sorted(table.to_pylist(), key=lambda row: row["round"]) if table is not None else []
     done = len(rows)
     status = "complete" if done == config.rounds else f"incomplete: {done} of {config.rounds} rounds finished"
-    columns, notes = choose_columns(rows, table.column_names if table is not None else [], spec)
+    names = table.column_names if table is not None else []
+    columns, notes = choose_columns(rows, names, spec)
     best = best_round(rows, spec)
     shown = list(range(done)) if show_all else rounds_to_show(done, keep=(best,) if best is not None else ())
     lines = [
         f"run {run.path} ({status})",
         f"strategy {config.strategy.name}, {spec.describe(config)}, {_cohort(config)}, seed {config.seed}",
-        *_spread_legend(columns),
+        *_spread_legend(columns, names),
         "",
         "| " + " | ".join(column.heading for column in columns) + " |",
         "|" + "|".join("---:" for _ in columns) + "|",
@@ -160,9 +171,9 @@ def render_report(path: str | Path, show_all: bool = False, damaged: list[Path] 
     return "\n".join(lines)
 
 
-def _spread_legend(columns: list[Column]) -> list[str]:
-    """What the hosp. columns are (their headings are short to fit the terminal)."""
-    spread = [c.key for c in columns if c.key.startswith("hospital_")]
+def _spread_legend(columns: list[Column], names: list[str]) -> list[str]:
+    """What the hosp. mean / worst10 columns are (their headings are short to fit the terminal)."""
+    spread = [c.key for c in columns if c in _spread(names)]
     if not spread:
         return []
     metric = spread[0].removeprefix("hospital_").rsplit("_", 1)[0].replace("_", " ")

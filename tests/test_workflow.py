@@ -16,7 +16,7 @@ from fedsim.cli import main
 from fedsim.config import load_config
 from fedsim.report import render_report
 from fedsim.results import ROUNDS, RunDirectory
-from fedsim.simulation import Simulation
+from fedsim.simulation import Simulation, hospital_summary
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {
@@ -94,6 +94,26 @@ def test_report_shows_every_round_of_a_short_run_and_drops_identical_columns(tmp
     assert "bal. acc.: identical to accuracy in every round (not shown)" in report
     assert "val acc.: no values in this run (not shown)" in report
     assert sum(line.startswith("| ") for line in report.splitlines()) == 1 + 15 and "rounds shown" not in report
+
+
+def test_report_labels_every_hospital_column_as_a_run_writes_them(tmp_path: Path) -> None:
+    """rounds.parquet holds accuracy's mean / std / worst10 and every other score's hospital mean
+    (hospital_summary, as a run writes them): only accuracy's are the spread, and the other
+    means are named columns, shown where there is room, else listed."""
+    scores = {h: {"accuracy": 0.5 + 0.1 * h, "loss": 1.0 - 0.1 * h, "macro_auc": 0.83, "sensitivity_0": 0.77} for h in range(4)}
+    rows = [{**_classification_row(r, 0.6), **hospital_summary(scores, "accuracy", higher_is_better=True)} for r in (1, 2)]
+    out = _fake_run(tmp_path, ["rounds=2"], rows)
+    report = render_report(out)
+    table = [line for line in report.splitlines() if line.startswith("|")]
+    headings = [cell.strip() for cell in table[0].strip("|").split("|")]
+    assert headings.count("hosp. mean") == 1 and headings.count("hosp. worst10") == 1
+    assert headings[-3:] == ["hosp. mean", "hosp. worst10", "seconds"]
+    assert max(len(line) for line in table) <= 100, "\n".join(table)
+    assert "the global model's accuracy at each hospital" in report
+    shown_means = [h for h in headings if h.startswith("hosp. ") and h not in ("hosp. mean", "hosp. worst10")]
+    listed = next(line for line in report.splitlines() if line.startswith("more columns"))
+    for score in ("loss", "macro_auc", "sensitivity_0"):
+        assert f"hosp. {score.replace('_', ' ')}" in shown_means or f"hospital_{score}_mean" in listed, score
 
 
 def test_scheduling_report_fits_a_terminal(tmp_path: Path) -> None:
