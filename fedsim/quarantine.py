@@ -19,7 +19,6 @@ strategies receive only the kept updates.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from typing import Literal, Sequence
 
@@ -84,12 +83,25 @@ def is_quarantined(status: str) -> bool:
     return status.startswith(QUARANTINED)
 
 
-def announce(round_index: int, reports: Sequence[ClientReport], policy: str) -> None:
-    """One stderr line per quarantined hospital; under `fail`, stop with the first one."""
-    for report in reports:
-        if not is_quarantined(report.status):
-            continue
-        message = f"round {round_index}: hospital {report.hospital} {report.status}"
-        if policy == "fail":
-            raise QuarantineError(f"{message} (quarantine.policy is fail; use skip to leave such updates out)")
-        print(f"fedsim: {message}; left out of the aggregate", file=sys.stderr)
+#: Quarantined hospitals a round's notice names with their reasons; beyond, it counts them.
+NAMED = 3
+
+
+def round_notice(round_index: int, reports: Sequence[ClientReport], policy: str) -> str | None:
+    """The one stderr line for a round's quarantined hospitals (None if there were none), so a
+    round of hundreds of hospitals says it once; under `fail`, stop with the first one."""
+    quarantined = [report for report in reports if is_quarantined(report.status)]
+    if not quarantined:
+        return None
+    first = quarantined[0]
+    if policy == "fail":
+        raise QuarantineError(f"round {round_index}: hospital {first.hospital} {first.status} "
+                              "(quarantine.policy is fail; use skip to leave such updates out)")
+    if len(quarantined) <= NAMED:
+        named = "; ".join(f"hospital {report.hospital} {report.status}" for report in quarantined)
+    else:
+        named = (f"{len(quarantined)} of {len(reports)} hospitals quarantined, e.g. hospital {first.hospital}: "
+                 f"{first.status.removeprefix(QUARANTINED + ': ')} (all: clients.parquet's status column)")
+    kept = any(report.status == OK for report in reports)
+    outcome = "left out of the aggregate" if kept else "no update was kept, so the global model is unchanged this round"
+    return f"fedsim: round {round_index}: {named}; {outcome}"

@@ -25,7 +25,7 @@ from fedsim.metrics import worst_decile_mean
 from fedsim.pipeline.base import build_pipeline
 from fedsim.protocol import ClientReport
 from fedsim.quarantine import OK, is_quarantined
-from fedsim.quarantine import announce as announce_quarantine
+from fedsim.quarantine import round_notice as quarantine_notice
 from fedsim.results import CLIENTS, HOSPITAL_EVAL, MODEL, PARTITION, RESOURCES, ROUNDS, SYSTEMS, RunDirectory
 from fedsim.systems.clock import DROPPED_OUT
 from fedsim.systems.profiles import SystemProfiles
@@ -122,7 +122,9 @@ class Simulation:
                         round_index = self._recover(backend, lost, restorations, schedule) + 1
                         progress.n = round_index - 1
                         continue
-                    announce_quarantine(round_index, outcome.reports, config.quarantine.policy)
+                    notice = quarantine_notice(round_index, outcome.reports, config.quarantine.policy)
+                    if notice is not None:
+                        tqdm.write(notice, file=sys.stderr)
                     seconds = time.perf_counter() - started
                     if outcome.timeline is not None:
                         self.round_starts.append(self.round_starts[-1] + outcome.timeline.seconds)

@@ -13,7 +13,8 @@ from fedsim.cli import main
 from fedsim.config import load_config
 from fedsim.engine.fixed_point import FixedPointSum
 from fedsim.pipeline.base import Pipeline
-from fedsim.quarantine import QuarantineError, UpdateScreen
+from fedsim.protocol import ClientReport
+from fedsim.quarantine import QuarantineError, UpdateScreen, round_notice
 from fedsim.seeding import Stream, seed_for
 from fedsim.strategies.fedavg import FedAvg
 from fedsim.strategies.fednova import FedNova
@@ -84,7 +85,26 @@ def test_run_names_quarantined_hospitals_in_clients_parquet_and_stderr(tmp_path:
     rounds = pq.read_table(tmp_path / "run" / "rounds.parquet").to_pylist()
     assert [row["quarantined"] for row in rounds] == [3, 3]
     lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 6 and lines[0].startswith("fedsim: round 1: hospital 0 quarantined: update norm")
+    assert len(lines) == 2 and lines[0].startswith("fedsim: round 1: hospital 0 quarantined: update norm")
+    assert lines[0].count("quarantined: update norm") == 3  # three hospitals, each named with its reason
+    assert lines[0].endswith("; no update was kept, so the global model is unchanged this round")
+
+
+def _reports(statuses: list[str]) -> list[ClientReport]:
+    return [ClientReport(hospital=h, num_samples=1, steps=1, weight=1.0, seconds=0.0, upload_bytes=0, metrics={}, status=s) for h, s in enumerate(statuses)]
+
+
+def test_a_rounds_notice_is_one_line_however_many_hospitals_are_quarantined() -> None:
+    bad = "quarantined: non-finite values in w"
+    assert round_notice(4, _reports(["ok"] * 5), "skip") is None
+    few = round_notice(4, _reports(["ok", bad, "ok"]), "skip")
+    assert few == "fedsim: round 4: hospital 1 quarantined: non-finite values in w; left out of the aggregate"
+    many = round_notice(7, _reports(["ok"] + [bad] * 199), "skip")
+    assert "\n" not in many and many.startswith("fedsim: round 7: 199 of 200 hospitals quarantined, e.g. hospital 1: non-finite values in w (all:")
+    assert many.endswith("; left out of the aggregate")
+    late = "late"  # the simulated clock's statuses (fedsim.systems.clock) are not quarantines
+    assert round_notice(7, _reports([late, bad]), "skip").endswith("no update was kept, so the global model is unchanged this round")
+    assert round_notice(7, _reports([late, "ok"]), "skip") is None
 
 
 def test_fail_policy_stops_with_one_line(tmp_path: Path, capsys) -> None:
