@@ -10,6 +10,7 @@ from fedsim.cli import main
 from fedsim.comparison import plan_runs, run_all
 from fedsim.config import load_config
 from fedsim.plots import figures_for
+from fedsim.plots.run import metric_panels
 from fedsim.simulation import Simulation
 
 TINY = ["rounds=3", "data.source={kind: synthetic, classes: 3, train_samples: 300, test_samples: 60}", "data.hospitals=5",
@@ -39,7 +40,10 @@ def test_run_plots(fedmrl_run: Path, tmp_path: Path, capsys) -> None:
     assert [path.name for path in _pngs(str(tmp_path), capsys)] == [
         "global_metrics.png", "hospital_spread.png", "label_histograms.png", "fedmrl_mu_and_som.png"]
     figures = dict(figures_for(fedmrl_run))
-    assert "global test accuracy" in _titles(figures["global_metrics"])
+    panels = {ax.get_title(): ax for ax in figures["global_metrics"].axes if ax.get_visible()}
+    assert [text.get_text() for text in panels["accuracy"].get_legend().get_texts()] == ["test", "validation"]
+    assert not any(title.startswith("val ") for title in panels)  # validation is drawn beside its test twin
+    assert [text.get_text() for text in panels["sensitivity per class"].get_legend().get_texts()] == ["0", "1", "2"]
     assert all(ax.get_xlabel() == "round" for ax in figures["global_metrics"].axes if ax.get_visible())
     spread = figures["hospital_spread"].axes[0]
     assert spread.get_title() == "accuracy of the global model at each hospital (5 hospitals)"
@@ -49,6 +53,18 @@ def test_run_plots(fedmrl_run: Path, tmp_path: Path, capsys) -> None:
     assert (histogram.get_xlabel(), histogram.get_ylabel()) == ("hospital", "training samples")
     assert len(histogram.patches) == 5 * 3  # a bar per hospital and class
     assert _titles(figures["fedmrl_mu_and_som"])[:2] == ["proximal mu chosen per hospital (QMIX)", "SOM aggregation weight per hospital"]
+
+
+def test_metric_panels_gather_per_class_and_per_level_families() -> None:
+    names = ["global_loss", "global_accuracy", "global_sensitivity_0", "global_sensitivity_1", "global_val_accuracy",
+             "global_val_sensitivity_0", "global_wait_mean_acuity_1", "global_wait_mean_acuity_2", "global_wait_p95_acuity_1_2"]
+    assert metric_panels(names) == [
+        ("loss", "", ["global_loss"]),
+        ("accuracy", "", ["global_accuracy"]),
+        ("sensitivity per class", "class", ["global_sensitivity_0", "global_sensitivity_1"]),
+        ("wait mean per acuity", "acuity", ["global_wait_mean_acuity_1", "global_wait_mean_acuity_2"]),
+        ("wait p95 acuity 1 2", "", ["global_wait_p95_acuity_1_2"]),  # a family of one is a metric of its own
+    ]
 
 
 def test_compare_plots_show_every_variant_with_its_seeds(tmp_path: Path, capsys) -> None:

@@ -22,7 +22,7 @@ def figures(run_dir: Path) -> list[tuple[str, Figure]]:
         from fedsim.errors import ConfigError
 
         raise ConfigError(f"{run_dir}: no finished round yet")
-    made = [("global_metrics", global_metrics(tables[ROUNDS], spec))]
+    made = [("global_metrics", global_metrics(tables[ROUNDS]))]
     if not tables[HOSPITAL_EVAL].empty:
         made.append(("hospital_spread", hospital_spread(tables[HOSPITAL_EVAL], tables[ROUNDS], spec)))
     if any(name.startswith("class_") for name in tables[PARTITION].columns):
@@ -38,32 +38,68 @@ def _frame(run: RunDirectory, name: str) -> pd.DataFrame:
     return run.read(name).to_pandas() if run.table_path(name).is_dir() else pd.DataFrame()
 
 
-def _distinct_metrics(rounds: pd.DataFrame) -> list[str]:
-    """Global columns with values, each once (balanced accuracy that equals accuracy is left out)."""
-    kept: list[str] = []
-    for name in (n for n in rounds.columns if n.startswith("global_")):
-        values = rounds[name]
-        if values.notna().any() and not any(np.allclose(values, rounds[k], equal_nan=True) for k in kept):
-            kept.append(name)
+def _distinct_panels(rounds: pd.DataFrame) -> list[tuple[str, str, list[str]]]:
+    """metric_panels of the global columns with values, a metric of its own left out where it
+    equals an earlier one in every round (balanced accuracy on balanced data); a family keeps
+    all its members, since a class's score may coincide with another metric by chance."""
+    names = [n for n in rounds.columns if n.startswith("global_") and rounds[n].notna().any()]
+    kept: list[tuple[str, str, list[str]]] = []
+    for panel in metric_panels(names):
+        _, legend, members = panel
+        if not legend and any(not other_legend and np.allclose(rounds[members[0]], rounds[others[0]], equal_nan=True)
+                              for _, other_legend, others in kept):
+            continue
+        kept.append(panel)
     return kept
 
 
-def global_metrics(rounds: pd.DataFrame, spec: TaskSpec) -> Figure:
-    """One panel per global metric (the global model on the official test split) per round."""
+def metric_panels(metrics: list[str]) -> list[tuple[str, str, list[str]]]:
+    """(title, legend title, test-split columns) per panel: a family of per-class or per-level
+    columns (global_sensitivity_0..K, global_wait_mean_acuity_1..5) shares one panel, a line
+    each; every other metric has its own. Validation columns are drawn in their test twin's panel."""
+    families: dict[str, list[str]] = {}
+    for name in (n for n in metrics if not n.startswith("global_val_")):
+        base, _, level = name.removeprefix("global_").rpartition("_")
+        families.setdefault(base if level.isdigit() and base else name.removeprefix("global_"), []).append(name)
+    panels = []
+    for base, members in families.items():
+        if len(members) == 1:
+            panels.append((members[0].removeprefix("global_").replace("_", " "), "", members))
+            continue
+        words = base.split("_")
+        title, legend = (words[:-1], words[-1]) if len(words) > 1 else (words, "class")
+        panels.append((f"{' '.join(title)} per {legend}", legend, members))
+    return panels
+
+
+def global_metrics(rounds: pd.DataFrame) -> Figure:
+    """The global model's scores per round: one panel per metric, the official test split solid
+    and the validation split dashed; per-class scores one panel per score (test split only)."""
     rounds = rounds.sort_values("round")
-    metrics = _distinct_metrics(rounds)
-    columns = min(len(metrics), 4)
-    rows = -(-len(metrics) // columns)
+    panels = _distinct_panels(rounds)
+    columns = min(len(panels), 4)
+    rows = -(-len(panels) // columns)
     figure = Figure(figsize=(3.6 * columns, 2.9 * rows), layout="constrained")
     axes = figure.subplots(rows, columns, squeeze=False)
-    for index, (ax, name) in enumerate(zip(axes.flat, metrics)):
-        scored = rounds.dropna(subset=[name])
-        ax.plot(scored["round"], scored[name], **line_style(index))
-        ax.set(title=spec.label(name), ylabel=name.removeprefix("global_"))
+    for ax, (title, legend, members) in zip(axes.flat, panels):
+        for index, name in enumerate(members):
+            scored = rounds.dropna(subset=[name])
+            level = name.rpartition("_")[2]
+            ax.plot(scored["round"], scored[name], label=level if legend else "test", **line_style(index))
+        validation = "global_val_" + members[0].removeprefix("global_")
+        drawn = not legend and validation in rounds.columns and rounds[validation].notna().any()
+        if drawn:  # even where it equals the test line: the markers keep both visible
+            scored = rounds.dropna(subset=[validation])
+            ax.plot(scored["round"], scored[validation], label="validation", **{**line_style(1), "linestyle": "--"})
+        if legend or drawn:
+            ax.legend(title=legend or None, fontsize=7, title_fontsize=7, ncols=2 if len(members) > 3 else 1)
+        ax.set(title=title)
         round_axis(ax)
-    for ax in list(axes.flat)[len(metrics):]:
+    for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
-    figure.suptitle("Global model per round (official test split; identical or empty metrics left out)")
+    per_class_validation = any(n.startswith("global_val_") and n.rpartition("_")[2].isdigit() for n in rounds.columns)
+    left_out = "identical or empty metrics left out" + ("; per-class validation scores in rounds.parquet" if per_class_validation else "")
+    figure.suptitle(f"Global model per round ({left_out})")
     return figure
 
 
