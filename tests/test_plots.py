@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from fedsim.cli import main
 from fedsim.comparison import plan_runs, run_all
 from fedsim.config import load_config
 from fedsim.plots import figures_for
+from fedsim.plots.compare import curves
 from fedsim.plots.run import metric_panels
 from fedsim.simulation import Simulation
 
@@ -80,6 +82,18 @@ def test_compare_plots_show_every_variant_with_its_seeds(tmp_path: Path, capsys)
     assert (accuracy.get_xlabel(), accuracy.get_ylabel()) == ("round", "global test accuracy")
     assert [text.get_text() for text in accuracy.get_legend().get_texts()] == ["fedavg (2 seeds)", "fedprox(mu=0.1) (2 seeds)"]
     assert [list(line.get_xdata()) for line in accuracy.get_lines()] == [[1, 2, 3], [1, 2, 3]]
+
+
+def test_a_variant_without_values_is_named_not_drawn() -> None:
+    """local-only has no global model: its global-accuracy curve is left out and said so, and
+    the other variants keep the colours they have in every other figure."""
+    rows = pd.DataFrame([{"strategy": variant, "seed": seed, "round": r, "global_accuracy": value}
+                         for variant, value in (("fedavg", 0.7), ("local-only", float("nan")), ("fedprox", 0.6))
+                         for seed in (0, 1) for r in (1, 2)])
+    ax = curves(rows, "global_accuracy", "accuracy", "global test accuracy").axes[0]
+    assert [text.get_text() for text in ax.get_legend().get_texts()] == ["fedavg (2 seeds)", "fedprox (2 seeds)"]
+    assert [line.get_color() for line in ax.get_lines()] == ["C0", "C2"]
+    assert [text.get_text() for text in ax.texts] == ["no values, not shown: local-only"]
 
 
 def test_plot_refuses_a_folder_it_cannot_tell(tmp_path: Path, capsys) -> None:

@@ -32,10 +32,16 @@ def curves(rows: pd.DataFrame, column: str, title: str, label: str) -> Figure:
     figure = Figure(figsize=(7.5, 4.5), layout="constrained")
     ax = figure.subplots()
     seeds = per_seed.groupby("strategy", sort=False)["seed"].nunique()
-    for index, (variant, group) in enumerate(per_seed.groupby("strategy", sort=False)):
+    without = []  # e.g. local-only on a global model's score
+    for index, (variant, group) in enumerate(per_seed.groupby("strategy", sort=False)):  # index: the same colour in every figure
         curve = group.dropna(subset=[column]).groupby("round")[column].agg(["mean", "std"])
+        if curve.empty:
+            without.append(variant)
+            continue
         mean_std_band(ax, curve, index, f"{variant} ({seeds[variant]} seeds)")
     ax.set(title=f"{title} per round (mean ± std over seeds)", ylabel=label)
     round_axis(ax)
     ax.legend(fontsize=8, title="variant")
+    if without:
+        ax.annotate(f"no values, not shown: {', '.join(without)}", (0.01, 0.01), xycoords="axes fraction", fontsize=8, color="0.4")
     return figure
