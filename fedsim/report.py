@@ -96,6 +96,9 @@ def choose_columns(rows: list[dict[str, Any]], names: list[str], spec: TaskSpec)
             width += _width(column, rows)
         chosen.append(column)
     notes = [f"{', '.join(copies)}: identical to {original} in every round (not shown)" for original, copies in identical.items()]
+    global_headings = {column.heading for column in candidates if column.key.startswith("global_")}
+    if global_headings and global_headings <= set(empty):  # no global model (local-only), or none evaluated
+        empty = ["every global_* column", *(heading for heading in empty if heading not in global_headings)]
     if empty:
         notes.append(f"{', '.join(empty)}: no values in this run (not shown)")
     if no_room:
@@ -177,7 +180,7 @@ def _spread_legend(columns: list[Column], names: list[str]) -> list[str]:
     if not spread:
         return []
     metric = spread[0].removeprefix("hospital_").rsplit("_", 1)[0].replace("_", " ")
-    return [f"hosp. mean / worst10: the global model's {metric} at each hospital, mean / mean of the worst 10%"]
+    return [f"hosp. mean / worst10: {metric} at each hospital (its own test split), mean / mean of the worst 10%"]
 
 
 def _headline_summary(rows: list[dict[str, Any]], best: int, spec: TaskSpec) -> str:

@@ -109,11 +109,22 @@ def test_report_labels_every_hospital_column_as_a_run_writes_them(tmp_path: Path
     assert headings.count("hosp. mean") == 1 and headings.count("hosp. worst10") == 1
     assert headings[-3:] == ["hosp. mean", "hosp. worst10", "seconds"]
     assert max(len(line) for line in table) <= 100, "\n".join(table)
-    assert "the global model's accuracy at each hospital" in report
+    assert "hosp. mean / worst10: accuracy at each hospital (its own test split)" in report
     shown_means = [h for h in headings if h.startswith("hosp. ") and h not in ("hosp. mean", "hosp. worst10")]
     listed = next(line for line in report.splitlines() if line.startswith("more columns"))
     for score in ("loss", "macro_auc", "sensitivity_0"):
         assert f"hosp. {score.replace('_', ' ')}" in shown_means or f"hospital_{score}_mean" in listed, score
+
+
+def test_a_run_without_global_scores_says_so_once(tmp_path: Path) -> None:
+    """local-only has no global model: one note for every global_* column, not a list of them."""
+    scores = {h: {"accuracy": 0.5 + 0.1 * h, "loss": 1.0 - 0.1 * h} for h in range(4)}
+    nan = float("nan")
+    rows = [{"round": r, "seconds": 1.0, "hospitals": 4, "global_accuracy": nan, "global_loss": nan, "global_val_accuracy": nan,
+             "global_mcc": nan, **hospital_summary(scores, "accuracy", higher_is_better=True)} for r in (1, 2)]
+    report = render_report(_fake_run(tmp_path, ["rounds=2", "strategy=local_only"], rows))
+    assert "every global_* column: no values in this run (not shown)" in report
+    assert "mcc" not in report and "hosp. loss" in report
 
 
 def test_scheduling_report_fits_a_terminal(tmp_path: Path) -> None:

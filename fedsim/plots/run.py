@@ -104,7 +104,8 @@ def global_metrics(rounds: pd.DataFrame) -> Figure:
 
 
 def hospital_spread(evaluations: pd.DataFrame, rounds: pd.DataFrame, spec: TaskSpec) -> Figure:
-    """The global model on each hospital's own split: median, middle 80% band, worst-10% mean."""
+    """The model each hospital is scored with (hospital_eval.parquet: the global one, or its own
+    where the strategy keeps one) on the hospital's own split: median, middle 80% band, worst-10% mean."""
     metric = next(n for n in evaluations.columns if n not in ("round", "hospital"))
     worst = next((n for n in rounds.columns if n.startswith("hospital_") and n.endswith("_worst10")), None)
     metric = worst.removeprefix("hospital_").removesuffix("_worst10") if worst else metric
@@ -120,7 +121,7 @@ def hospital_spread(evaluations: pd.DataFrame, rounds: pd.DataFrame, spec: TaskS
     if worst:
         scored = rounds.dropna(subset=[worst]).sort_values("round")
         ax.plot(scored["round"], scored[worst], color="C3", marker="v", markersize=4, linestyle="--", label="worst-10% mean")
-    ax.set(title=f"{spec.label(metric)} of the global model at each hospital ({evaluations['hospital'].nunique()} hospitals)",
+    ax.set(title=f"{spec.label(metric)} at each hospital, own test split ({evaluations['hospital'].nunique()} hospitals)",
            ylabel=metric.replace("_", " "))
     round_axis(ax)
     ax.legend(fontsize=8)
