@@ -9,6 +9,7 @@ without values, and names every column it left out, so nothing is omitted silent
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -102,8 +103,32 @@ def choose_columns(rows: list[dict[str, Any]], names: list[str], spec: TaskSpec)
     if empty:
         notes.append(f"{', '.join(empty)}: no values in this run (not shown)")
     if no_room:
-        notes.append(f"more columns in rounds.parquet: {', '.join(no_room)}")
+        notes.append(f"more columns in rounds.parquet: {', '.join(_ranges(no_room))}")
     return [fixed[0], *chosen, fixed[1]], notes
+
+
+#: A per-class or per-level column: base, level, and a statistic after it (hospital_*_mean).
+_LEVELLED = re.compile(r"(.+?)_(\d+)((?:_[a-z]+)?)")
+
+
+def _ranges(names: list[str]) -> list[str]:
+    """Column names with each run of consecutive levels written once: global_sensitivity_0 .. _3
+    -> global_sensitivity_0..3, hospital_sensitivity_0_mean .. _3_mean -> hospital_sensitivity_0..3_mean."""
+    written: list[str] = []
+    run: list[tuple[str, int, str]] = []
+    for name in [*names, ""]:
+        match = _LEVELLED.fullmatch(name)
+        part = (match[1], int(match[2]), match[3]) if match else None
+        if run and part and part[0] == run[-1][0] and part[2] == run[-1][2] and part[1] == run[-1][1] + 1:
+            run.append(part)
+            continue
+        if run:
+            base, first, statistic = run[0]
+            written.append(f"{base}_{first}{statistic}" if len(run) == 1 else f"{base}_{first}..{run[-1][1]}{statistic}")
+        run = [part] if part else []
+        if not part and name:
+            written.append(name)
+    return written
 
 
 def _width(column: Column, rows: list[dict[str, Any]]) -> int:

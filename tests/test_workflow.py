@@ -100,7 +100,8 @@ def test_report_labels_every_hospital_column_as_a_run_writes_them(tmp_path: Path
     """rounds.parquet holds accuracy's mean / std / worst10 and every other score's hospital mean
     (hospital_summary, as a run writes them): only accuracy's are the spread, and the other
     means are named columns, shown where there is room, else listed."""
-    scores = {h: {"accuracy": 0.5 + 0.1 * h, "loss": 1.0 - 0.1 * h, "macro_auc": 0.83, "sensitivity_0": 0.77} for h in range(4)}
+    scores = {h: {"accuracy": 0.5 + 0.1 * h, "loss": 1.0 - 0.1 * h, "macro_auc": 0.83, "sensitivity_0": 0.77, "sensitivity_1": 0.71}
+              for h in range(4)}
     rows = [{**_classification_row(r, 0.6), **hospital_summary(scores, "accuracy", higher_is_better=True)} for r in (1, 2)]
     out = _fake_run(tmp_path, ["rounds=2"], rows)
     report = render_report(out)
@@ -112,8 +113,9 @@ def test_report_labels_every_hospital_column_as_a_run_writes_them(tmp_path: Path
     assert "hosp. mean / worst10: accuracy at each hospital (its own test split)" in report
     shown_means = [h for h in headings if h.startswith("hosp. ") and h not in ("hosp. mean", "hosp. worst10")]
     listed = next(line for line in report.splitlines() if line.startswith("more columns"))
-    for score in ("loss", "macro_auc", "sensitivity_0"):
+    for score in ("loss", "macro_auc"):
         assert f"hosp. {score.replace('_', ' ')}" in shown_means or f"hospital_{score}_mean" in listed, score
+    assert "hospital_sensitivity_0..1_mean" in listed  # a run of per-class columns is written once
 
 
 def test_a_run_without_global_scores_says_so_once(tmp_path: Path) -> None:
