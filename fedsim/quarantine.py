@@ -87,7 +87,7 @@ def is_quarantined(status: str) -> bool:
 NAMED = 3
 
 
-def round_notice(round_index: int, reports: Sequence[ClientReport], policy: str) -> str | None:
+def quarantine_notice(round_index: int, reports: Sequence[ClientReport], policy: str) -> str | None:
     """The one stderr line for a round's quarantined hospitals (None if there were none), so a
     round of hundreds of hospitals says it once; under `fail`, stop with the first one."""
     quarantined = [report for report in reports if is_quarantined(report.status)]

@@ -24,8 +24,7 @@ from fedsim.engine.rounds import RoundOutcome, RoundSchedule, run_round
 from fedsim.metrics import worst_decile_mean
 from fedsim.pipeline.base import build_pipeline
 from fedsim.protocol import ClientReport
-from fedsim.quarantine import OK, is_quarantined
-from fedsim.quarantine import round_notice as quarantine_notice
+from fedsim.quarantine import OK, is_quarantined, quarantine_notice
 from fedsim.results import CLIENTS, HOSPITAL_EVAL, MODEL, PARTITION, RESOURCES, ROUNDS, SYSTEMS, RunDirectory
 from fedsim.systems.clock import DROPPED_OUT
 from fedsim.systems.profiles import SystemProfiles

@@ -14,7 +14,7 @@ from fedsim.config import load_config
 from fedsim.engine.fixed_point import FixedPointSum
 from fedsim.pipeline.base import Pipeline
 from fedsim.protocol import ClientReport
-from fedsim.quarantine import QuarantineError, UpdateScreen, round_notice
+from fedsim.quarantine import QuarantineError, UpdateScreen, quarantine_notice
 from fedsim.seeding import Stream, seed_for
 from fedsim.strategies.fedavg import FedAvg
 from fedsim.strategies.fednova import FedNova
@@ -94,17 +94,17 @@ def _reports(statuses: list[str]) -> list[ClientReport]:
     return [ClientReport(hospital=h, num_samples=1, steps=1, weight=1.0, seconds=0.0, upload_bytes=0, metrics={}, status=s) for h, s in enumerate(statuses)]
 
 
-def test_a_rounds_notice_is_one_line_however_many_hospitals_are_quarantined() -> None:
+def test_a_rounds_quarantine_notice_is_one_line_however_many_hospitals_are_quarantined() -> None:
     bad = "quarantined: non-finite values in w"
-    assert round_notice(4, _reports(["ok"] * 5), "skip") is None
-    few = round_notice(4, _reports(["ok", bad, "ok"]), "skip")
+    assert quarantine_notice(4, _reports(["ok"] * 5), "skip") is None
+    few = quarantine_notice(4, _reports(["ok", bad, "ok"]), "skip")
     assert few == "fedsim: round 4: hospital 1 quarantined: non-finite values in w; left out of the aggregate"
-    many = round_notice(7, _reports(["ok"] + [bad] * 199), "skip")
+    many = quarantine_notice(7, _reports(["ok"] + [bad] * 199), "skip")
     assert "\n" not in many and many.startswith("fedsim: round 7: 199 of 200 hospitals quarantined, e.g. hospital 1: non-finite values in w (all:")
     assert many.endswith("; left out of the aggregate")
     late = "late"  # the simulated clock's statuses (fedsim.systems.clock) are not quarantines
-    assert round_notice(7, _reports([late, bad]), "skip").endswith("no update was kept, so the global model is unchanged this round")
-    assert round_notice(7, _reports([late, "ok"]), "skip") is None
+    assert quarantine_notice(7, _reports([late, bad]), "skip").endswith("no update was kept, so the global model is unchanged this round")
+    assert quarantine_notice(7, _reports([late, "ok"]), "skip") is None
 
 
 def test_fail_policy_stops_with_one_line(tmp_path: Path, capsys) -> None:
