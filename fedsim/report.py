@@ -41,7 +41,7 @@ def rounds_to_show(total: int, limit: int = ROW_LIMIT, keep: tuple[int, ...] = (
 
 def _candidates(names: list[str], spec: TaskSpec) -> list[Column]:
     """Metric columns in the order a reader wants them: the task's report columns, the other
-    global metrics, then the hospital spread."""
+    global metrics, the other hospital means, then the hospital spread."""
     present = set(names)
     first = [Column(key, heading, "{:.3f}") for key, heading in spec.report_columns if key in present]
     listed = {column.key for column in first}
@@ -205,7 +205,7 @@ def _spread_legend(columns: list[Column], names: list[str]) -> list[str]:
     if not spread:
         return []
     metric = spread[0].removeprefix("hospital_").rsplit("_", 1)[0].replace("_", " ")
-    return [f"hosp. mean / worst10: {metric} at each hospital (its own test split), mean / mean of the worst 10%"]
+    return [f"hosp. mean / worst10: {metric} per hospital (hospital_eval.parquet), mean and worst-10% mean"]
 
 
 def _headline_summary(rows: list[dict[str, Any]], best: int, spec: TaskSpec) -> str:

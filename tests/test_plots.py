@@ -48,7 +48,7 @@ def test_run_plots(fedmrl_run: Path, tmp_path: Path, capsys) -> None:
     assert [text.get_text() for text in panels["sensitivity per class"].get_legend().get_texts()] == ["0", "1", "2"]
     assert all(ax.get_xlabel() == "round" for ax in figures["global_metrics"].axes if ax.get_visible())
     spread = figures["hospital_spread"].axes[0]
-    assert spread.get_title() == "accuracy at each hospital, own test split (5 hospitals)"
+    assert spread.get_title() == "accuracy at each hospital (5 hospitals)"
     assert [text.get_text() for text in spread.get_legend().get_texts()] == [
         "10th-90th percentile", "worst 10% of hospitals (range)", "median hospital", "worst-10% mean"]
     histogram = figures["label_histograms"].axes[0]

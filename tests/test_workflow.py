@@ -110,7 +110,7 @@ def test_report_labels_every_hospital_column_as_a_run_writes_them(tmp_path: Path
     assert headings.count("hosp. mean") == 1 and headings.count("hosp. worst10") == 1
     assert headings[-3:] == ["hosp. mean", "hosp. worst10", "seconds"]
     assert max(len(line) for line in table) <= 100, "\n".join(table)
-    assert "hosp. mean / worst10: accuracy at each hospital (its own test split)" in report
+    assert "hosp. mean / worst10: accuracy per hospital (hospital_eval.parquet), mean and worst-10% mean" in report
     shown_means = [h for h in headings if h.startswith("hosp. ") and h not in ("hosp. mean", "hosp. worst10")]
     listed = next(line for line in report.splitlines() if line.startswith("more columns"))
     for score in ("loss", "macro_auc"):

@@ -121,7 +121,7 @@ def hospital_spread(evaluations: pd.DataFrame, rounds: pd.DataFrame, spec: TaskS
     if worst:
         scored = rounds.dropna(subset=[worst]).sort_values("round")
         ax.plot(scored["round"], scored[worst], color="C3", marker="v", markersize=4, linestyle="--", label="worst-10% mean")
-    ax.set(title=f"{spec.label(metric)} at each hospital, own test split ({evaluations['hospital'].nunique()} hospitals)",
+    ax.set(title=f"{spec.label(metric)} at each hospital ({evaluations['hospital'].nunique()} hospitals)",
            ylabel=metric.replace("_", " "))
     round_axis(ax)
     ax.legend(fontsize=8)
