@@ -9,12 +9,11 @@ without values, and names every column it left out, so nothing is omitted silent
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from fedsim.results import ROUNDS, RunDirectory
+from fedsim.results import ROUNDS, RunDirectory, split_level
 from fedsim.target import Target, describe, time_to_target
 from fedsim.tasks.registry import TaskSpec
 
@@ -48,8 +47,9 @@ def _candidates(names: list[str], spec: TaskSpec) -> list[Column]:
     rest = [Column(n, n.removeprefix("global_").replace("_", " "), "{:.3f}")
             for n in names if n.startswith("global_") and n not in listed]
     spread = _spread(names)
+    summarised = {column.key for column in spread}
     means = [Column(n, "hosp. " + n.removeprefix("hospital_").removesuffix("_mean").replace("_", " "), "{:.3f}")
-             for n in names if n.startswith("hospital_") and n.endswith("_mean") and n not in {c.key for c in spread}]
+             for n in names if n.startswith("hospital_") and n.endswith("_mean") and n not in summarised]
     return first + rest + means + spread
 
 
@@ -107,18 +107,13 @@ def choose_columns(rows: list[dict[str, Any]], names: list[str], spec: TaskSpec)
     return [fixed[0], *chosen, fixed[1]], notes
 
 
-#: A per-class or per-level column: base, level, and a statistic after it (hospital_*_mean).
-_LEVELLED = re.compile(r"(.+?)_(\d+)((?:_[a-z]+)?)")
-
-
 def _ranges(names: list[str]) -> list[str]:
     """Column names with each run of consecutive levels written once: global_sensitivity_0 .. _3
     -> global_sensitivity_0..3, hospital_sensitivity_0_mean .. _3_mean -> hospital_sensitivity_0..3_mean."""
     written: list[str] = []
     run: list[tuple[str, int, str]] = []
     for name in [*names, ""]:
-        match = _LEVELLED.fullmatch(name)
-        part = (match[1], int(match[2]), match[3]) if match else None
+        part = split_level(name)
         if run and part and part[0] == run[-1][0] and part[2] == run[-1][2] and part[1] == run[-1][1] + 1:
             run.append(part)
             continue
@@ -201,7 +196,8 @@ def render_report(path: str | Path, show_all: bool = False, damaged: list[Path] 
 
 def _spread_legend(columns: list[Column], names: list[str]) -> list[str]:
     """What the hosp. mean / worst10 columns are (their headings are short to fit the terminal)."""
-    spread = [c.key for c in columns if c in _spread(names)]
+    summarised = _spread(names)
+    spread = [c.key for c in columns if c in summarised]
     if not spread:
         return []
     metric = spread[0].removeprefix("hospital_").rsplit("_", 1)[0].replace("_", " ")

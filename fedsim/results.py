@@ -35,6 +35,18 @@ PER_ROUND = (ROUNDS, CLIENTS, HOSPITAL_EVAL, CONFUSION, RESOURCES)  # tables wit
 _BEFORE_ROUND_ONE = {"config.yaml", f"{PARTITION}.parquet", f"{SYSTEMS}.parquet"}
 
 
+#: A per-class or per-level results column: base, level, then a statistic if any
+#: (global_sensitivity_0, hospital_wait_mean_acuity_3_mean).
+_LEVELLED = re.compile(r"(.+?)_(\d+)((?:_[a-z]+)?)")
+
+
+def split_level(column: str) -> tuple[str, int, str] | None:
+    """(base, level, statistic) of a per-class or per-level column, None for any other:
+    hospital_sensitivity_2_mean -> ("hospital_sensitivity", 2, "_mean")."""
+    match = _LEVELLED.fullmatch(column)
+    return (match[1], int(match[2]), match[3]) if match else None
+
+
 def safe_name(label: str) -> str:
     """A label as a shell-friendly folder name: fedprox(mu=0.01) -> fedprox-mu-0.01 (letters,
     digits, '.', '_' and '-' only; no quoting needed, no hive '=' inside a value)."""

@@ -10,7 +10,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from fedsim.plots.style import line_style, round_axis
-from fedsim.results import CLIENTS, HOSPITAL_EVAL, PARTITION, ROUNDS, RunDirectory
+from fedsim.results import CLIENTS, HOSPITAL_EVAL, PARTITION, ROUNDS, RunDirectory, split_level
 from fedsim.tasks.registry import TaskSpec
 
 
@@ -59,8 +59,9 @@ def metric_panels(metrics: list[str]) -> list[tuple[str, str, list[str]]]:
     each; every other metric has its own. Validation columns are drawn in their test twin's panel."""
     families: dict[str, list[str]] = {}
     for name in (n for n in metrics if not n.startswith("global_val_")):
-        base, _, level = name.removeprefix("global_").rpartition("_")
-        families.setdefault(base if level.isdigit() and base else name.removeprefix("global_"), []).append(name)
+        part = split_level(name)
+        family = part[0] if part and not part[2] else name
+        families.setdefault(family.removeprefix("global_"), []).append(name)
     panels = []
     for base, members in families.items():
         if len(members) == 1:
@@ -84,8 +85,7 @@ def global_metrics(rounds: pd.DataFrame) -> Figure:
     for ax, (title, legend, members) in zip(axes.flat, panels):
         for index, name in enumerate(members):
             scored = rounds.dropna(subset=[name])
-            level = name.rpartition("_")[2]
-            ax.plot(scored["round"], scored[name], label=level if legend else "test", **line_style(index))
+            ax.plot(scored["round"], scored[name], label=str(split_level(name)[1]) if legend else "test", **line_style(index))
         validation = "global_val_" + members[0].removeprefix("global_")
         drawn = not legend and validation in rounds.columns and rounds[validation].notna().any()
         if drawn:  # even where it equals the test line: the markers keep both visible
@@ -97,7 +97,7 @@ def global_metrics(rounds: pd.DataFrame) -> Figure:
         round_axis(ax)
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
-    per_class_validation = any(n.startswith("global_val_") and n.rpartition("_")[2].isdigit() for n in rounds.columns)
+    per_class_validation = any(n.startswith("global_val_") and split_level(n) for n in rounds.columns)
     left_out = "identical or empty metrics left out" + ("; per-class validation scores in rounds.parquet" if per_class_validation else "")
     figure.suptitle(f"Global model per round ({left_out})")
     return figure

@@ -96,14 +96,14 @@ class LocalAdam(_LocalOptimiser):
                     torch.zeros_like(parameter, memory_format=torch.preserve_format),
                     torch.tensor(0.0, dtype=torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32),
                 )
-        first, second, counts = zip(*(self.moments[i] for i in stepped)) if stepped else ((), (), ())
+        moments = [self.moments[i] for i in stepped]
         adam(
             [self.parameters[i] for i in stepped],
             [self.parameters[i].grad for i in stepped],
-            list(first),
-            list(second),
+            [m for m, _, _ in moments],
+            [v for _, v, _ in moments],
             [],
-            list(counts),
+            [count for _, _, count in moments],
             amsgrad=False,
             has_complex=any(torch.is_complex(self.parameters[i]) for i in stepped),
             beta1=self.BETAS[0],
